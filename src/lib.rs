@@ -1,0 +1,2 @@
+//! aurore: drains JSON business events from Kafka into PostgreSQL.
+pub mod config;
