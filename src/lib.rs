@@ -1,2 +1,2 @@
 //! aurore: drains JSON business events from Kafka into PostgreSQL.
-pub mod config;
+pub mod event;

@@ -1,0 +1,114 @@
+use super::*;
+
+const MAX: usize = 1 << 20;
+
+fn ok(s: &str) -> Event<'_> {
+    decode(Some(s.as_bytes()), MAX).unwrap_or_else(|e| panic!("{s} rejected: {e}"))
+}
+
+fn bad(bytes: &[u8]) -> Reject {
+    match decode(Some(bytes), MAX) {
+        Ok(_) => panic!("{:.200} accepted", String::from_utf8_lossy(bytes)),
+        Err(e) => {
+            assert!(!e.detail.is_empty());
+            e.reason
+        }
+    }
+}
+
+#[test]
+fn minimal_event_borrows_its_strings() {
+    let e = ok(r#"{"service":"billing","event_type":"invoice.paid"}"#);
+    assert!(matches!(e.service, Cow::Borrowed("billing")));
+    assert!(matches!(e.event_type, Cow::Borrowed("invoice.paid")));
+    assert_eq!((e.id, e.timestamp_micros, e.payload.is_none(), e.extra.len()), (None, None, true, 0));
+}
+
+#[test]
+fn full_event() {
+    let e = ok(r#"{"id":"6f1c1c9e-54b2-4a53-9d0c-6f2b8f1b6a10","service":"s","type":"t",
+        "timestamp":"2024-05-01T12:00:00.5+02:00","payload":{"a":[1,2,{"b":null}]},"tenant":"x","n":1}"#);
+    assert_eq!(e.id.unwrap().to_string(), "6f1c1c9e-54b2-4a53-9d0c-6f2b8f1b6a10");
+    assert_eq!(e.event_type, "t");
+    assert_eq!(e.timestamp_micros, Some(1_714_557_600_500_000));
+    assert_eq!(e.payload.unwrap().get(), r#"{"a":[1,2,{"b":null}]}"#);
+    let extra: Vec<_> = e.extra.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
+    assert_eq!(extra, [("tenant", r#""x""#), ("n", "1")]);
+}
+
+#[test]
+fn nulls_mean_absent() {
+    let e = ok(r#"{"service":"s","event_type":"t","id":null,"timestamp":null,"payload":null}"#);
+    assert_eq!((e.id, e.timestamp_micros, e.payload.is_none()), (None, None, true));
+}
+
+#[test]
+fn escaped_strings_are_decoded() {
+    let e = ok(r#"{"service":"caf\u00e9","event_type":"a\"b"}"#);
+    assert_eq!(e.service, "café");
+    assert_eq!(e.event_type, "a\"b");
+}
+
+#[test]
+fn every_kind_of_bad_input_has_its_reason() {
+    let huge = format!(r#"{{"service":"{}","event_type":"t"}}"#, "x".repeat(129));
+    let deep = format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(&[u8], Reject)> = vec![
+        (b"", Reject::Empty),
+        (b"\xff\xfe{}", Reject::NotUtf8),
+        (b"{\"service\":\"\xc3\x28\",\"event_type\":\"t\"}", Reject::NotUtf8),
+        ("\u{feff}{\"service\":\"s\",\"event_type\":\"t\"}".as_bytes(), Reject::ByteOrderMark),
+        (br#"{"service":"s","event_type":"#, Reject::InvalidJson),
+        (b"not json", Reject::InvalidJson),
+        (br#"[1,2]"#, Reject::NotObject),
+        (b"42", Reject::NotObject),
+        (br#""str""#, Reject::NotObject),
+        (br#"{"event_type":"t"}"#, Reject::MissingField),
+        (br#"{"service":"s"}"#, Reject::MissingField),
+        (br#"{"service":"","event_type":"t"}"#, Reject::EmptyField),
+        (huge.as_bytes(), Reject::FieldTooLong),
+        (br#"{"service":5,"event_type":"t"}"#, Reject::WrongType),
+        (br#"{"service":"s","event_type":["t"]}"#, Reject::WrongType),
+        (br#"{"service":"s","event_type":"t","id":"nope"}"#, Reject::InvalidId),
+        (br#"{"service":"s","event_type":"t","id":7}"#, Reject::InvalidId),
+        (br#"{"service":"s","event_type":"t","timestamp":"yesterday"}"#, Reject::InvalidTimestamp),
+        (br#"{"service":"s","event_type":"t","timestamp":"+300000-01-01T00:00:00Z"}"#, Reject::InvalidTimestamp),
+        (br#"{"service":"s","event_type":"t","timestamp":"0000-01-01T00:00:00Z"}"#, Reject::TimestampOutOfRange),
+        (br#"{"service":"s","event_type":"t","payload":{"a":"x\u0000y"}}"#, Reject::NulCharacter),
+        (br#"{"service":"s\u0000","event_type":"t"}"#, Reject::NulCharacter),
+        (br#"{"service":"s","event_type":"t","payload":"\ud800"}"#, Reject::LoneSurrogate),
+        (br#"{"service":"s","event_type":"t","payload":"\udc00x"}"#, Reject::LoneSurrogate),
+        (br#"{"service":"\ud800","event_type":"t"}"#, Reject::LoneSurrogate),
+        (br#"{"service":"s","event_type":"t","payload":1e200000}"#, Reject::NumberOutOfRange),
+        (deep.as_bytes(), Reject::TooDeep),
+        (br#"{"service":"s","service":"s","event_type":"t"}"#, Reject::DuplicateKey),
+        (br#"{"service":"s","event_type":"t","x":1,"x":2}"#, Reject::DuplicateKey),
+        (br#"{"service":"s","event_type":"t","type":"t"}"#, Reject::DuplicateKey),
+        (br#"{"service":"s","event_type":"t"} trailing"#, Reject::InvalidJson),
+    ];
+    for (input, want) in cases {
+        assert_eq!(bad(input), want, "input {:.200}", String::from_utf8_lossy(input));
+    }
+}
+
+#[test]
+fn tombstone_and_oversized() {
+    assert_eq!(decode(None, MAX).unwrap_err().reason, Reject::Tombstone);
+    let e = decode(Some(br#"{"service":"s","event_type":"t"}"#), 10).unwrap_err();
+    assert_eq!(e.reason, Reject::Oversized);
+    assert!(e.detail.contains("32 bytes"), "{}", e.detail);
+}
+
+#[test]
+fn storable_json_passes() {
+    // A paired surrogate, an escaped backslash before u0000 text, big-but-legal numbers.
+    ok(r#"{"service":"s","event_type":"t","payload":{"e":"\ud83d\ude00","b":"\\u0000","n":[1e300,-0.5,0e999999,12345678901234567890]}}"#);
+}
+
+#[test]
+fn labels_are_unique() {
+    let mut labels: Vec<_> = Reject::ALL.iter().map(|r| r.label()).collect();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), Reject::ALL.len());
+}
