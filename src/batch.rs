@@ -1,0 +1,308 @@
+//! Batches as they are built on the poll thread (pure).
+//!
+//! A batch is what one flush worker persists in one transaction. It is made of **units**, one
+//! per partition: the partition's COPY rows encoded in place, its dead letters, its hourly
+//! counts and the offset range it covers. A unit is the grain of the exactly-once protocol: a
+//! fence failure drops a unit and keeps the rest of the batch, and bisection of a poison row
+//! splits a unit's rows. Memory is allocated per unit and per batch, never per event.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::{Equivalent, HashMap};
+
+use crate::copy;
+use crate::event::{Event, Invalid, Reject};
+use crate::kafka::offsets::{Epoch, Fence};
+
+/// Most of a rejected message kept in its dead letter; the rest is summarised by its size.
+pub const DEAD_LETTER_RAW_LIMIT: usize = 64 * 1024;
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+
+/// One partition's share of a batch.
+#[derive(Debug)]
+pub struct Unit {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub epoch: Epoch,
+    /// Set when the unit is sealed: what `consumer_offsets` must hold for it to commit.
+    pub fence: Fence,
+    /// One past the last offset in the unit: the `next_offset` its commit records.
+    pub next_offset: i64,
+    /// Encoded COPY rows, no header or trailer; frozen into [`Unit::frozen`] when sealed.
+    rows: BytesMut,
+    pub frozen: Bytes,
+    pub row_meta: Vec<RowMeta>,
+    pub dead: Vec<DeadLetter>,
+    pub counts: Vec<Count>,
+    count_index: HashMap<CountKey, u32>,
+    /// Messages (rows and dead letters) and their bytes, as accounted in the buffer.
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// Where a row ends in the unit's rows, which count it adds to, and its times.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMeta {
+    pub end: u32,
+    pub count: u32,
+    /// Event time and Kafka append (or create) time, Unix microseconds; for latency metrics.
+    pub occurred_at: i64,
+    pub appended_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub offset: i64,
+    /// The message as received, cut at [`DEAD_LETTER_RAW_LIMIT`]; `None` for a tombstone.
+    pub raw: Option<Vec<u8>>,
+    pub reason: Reject,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub service: Box<str>,
+    pub event_type: Box<str>,
+    /// Start of the event-time hour, Unix microseconds.
+    pub hour: i64,
+    pub n: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct CountKey {
+    service: Box<str>,
+    event_type: Box<str>,
+    hour: i64,
+}
+
+impl Hash for CountKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        CountRef { service: &self.service, event_type: &self.event_type, hour: self.hour }.hash(h)
+    }
+}
+
+/// Looks a count up without allocating its key.
+#[derive(Hash)]
+struct CountRef<'a> {
+    service: &'a str,
+    event_type: &'a str,
+    hour: i64,
+}
+
+impl Equivalent<CountKey> for CountRef<'_> {
+    fn equivalent(&self, k: &CountKey) -> bool {
+        self.hour == k.hour && self.service == &*k.service && self.event_type == &*k.event_type
+    }
+}
+
+impl Unit {
+    fn new(topic: Arc<str>, partition: i32, epoch: Epoch, capacity: usize) -> Self {
+        Unit {
+            topic,
+            partition,
+            epoch,
+            fence: Fence::Absent,
+            next_offset: 0,
+            rows: BytesMut::with_capacity(capacity),
+            frozen: Bytes::new(),
+            row_meta: Vec::new(),
+            dead: Vec::new(),
+            counts: Vec::new(),
+            count_index: HashMap::new(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Encodes a valid event as a row. `kafka_timestamp` is Unix microseconds.
+    pub fn push_event(&mut self, event: &Event<'_>, offset: i64, kafka_timestamp: i64, id: uuid::Uuid, bytes: usize) {
+        let occurred_at = event.timestamp_micros.unwrap_or(kafka_timestamp);
+        copy::encode_row(
+            &mut self.rows,
+            &copy::Row {
+                topic: &self.topic,
+                partition: self.partition,
+                offset,
+                id,
+                service: &event.service,
+                event_type: &event.event_type,
+                occurred_at,
+                payload: event.payload.map(|p| p.get()),
+                extra: &event.extra,
+            },
+        );
+        let hour = occurred_at.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+        let key = CountRef { service: &event.service, event_type: &event.event_type, hour };
+        let count = match self.count_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.counts.len() as u32;
+                self.counts.push(Count { service: event.service.as_ref().into(), event_type: event.event_type.as_ref().into(), hour, n: 0 });
+                self.count_index.insert(CountKey { service: event.service.as_ref().into(), event_type: event.event_type.as_ref().into(), hour }, i);
+                i
+            }
+        };
+        self.counts[count as usize].n += 1;
+        self.row_meta.push(RowMeta { end: self.rows.len() as u32, count, occurred_at, appended_at: kafka_timestamp });
+        self.took(offset, bytes);
+    }
+
+    pub fn push_dead(&mut self, offset: i64, raw: Option<&[u8]>, invalid: Invalid) {
+        let bytes = raw.map_or(0, <[u8]>::len);
+        self.dead.push(DeadLetter {
+            offset,
+            raw: raw.map(|r| r[..r.len().min(DEAD_LETTER_RAW_LIMIT)].to_vec()),
+            reason: invalid.reason,
+            detail: invalid.detail,
+        });
+        self.took(offset, bytes);
+    }
+
+    fn took(&mut self, offset: i64, bytes: usize) {
+        self.next_offset = offset + 1;
+        self.messages += 1;
+        self.bytes += bytes;
+    }
+
+    /// The encoded rows `lo..hi` (indices into `row_meta`).
+    pub fn rows(&self, lo: usize, hi: usize) -> Bytes {
+        let start = if lo == 0 { 0 } else { self.row_meta[lo - 1].end as usize };
+        let end = if hi == 0 { 0 } else { self.row_meta[hi - 1].end as usize };
+        self.frozen.slice(start..end)
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.row_meta.len()
+    }
+
+    fn seal(&mut self, fence: Fence) {
+        self.fence = fence;
+        self.frozen = std::mem::take(&mut self.rows).freeze();
+        self.count_index = HashMap::new();
+    }
+}
+
+/// What a flush worker receives.
+#[derive(Debug)]
+pub struct Batch {
+    pub units: Vec<Unit>,
+}
+
+impl Batch {
+    pub fn messages(&self) -> usize {
+        self.units.iter().map(|u| u.messages).sum()
+    }
+    pub fn bytes(&self) -> usize {
+        self.units.iter().map(|u| u.bytes).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    units: Vec<Unit>,
+    messages: usize,
+    opened: Option<Instant>,
+    last: usize,
+}
+
+/// The open batch of every flush worker.
+#[derive(Debug)]
+pub struct Batcher {
+    open: Vec<Open>,
+    batch_size: usize,
+    linger: Duration,
+    unit_capacity: usize,
+}
+
+impl Batcher {
+    pub fn new(workers: usize, batch_size: usize, linger: Duration) -> Self {
+        Batcher {
+            open: (0..workers).map(|_| Open::default()).collect(),
+            batch_size,
+            linger,
+            // ~450 bytes a typical row; a unit rarely holds a whole batch.
+            unit_capacity: (batch_size * 450 / workers.max(1)).min(4 << 20),
+        }
+    }
+
+    /// The worker that persists `partition`: one per partition, so its batches commit in order.
+    pub fn worker_of(&self, topic: &str, partition: i32) -> usize {
+        let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        topic_hash.wrapping_add(partition as usize) % self.open.len()
+    }
+
+    /// The open unit of `partition` in `worker`'s batch, created if needed.
+    pub fn unit(&mut self, worker: usize, topic: &Arc<str>, partition: i32, epoch: Epoch) -> &mut Unit {
+        let open = &mut self.open[worker];
+        let hit = |u: &Unit| u.partition == partition && Arc::ptr_eq(&u.topic, topic);
+        let i = if open.units.get(open.last).is_some_and(hit) {
+            open.last
+        } else if let Some(i) = open.units.iter().position(hit) {
+            i
+        } else {
+            open.units.push(Unit::new(topic.clone(), partition, epoch, self.unit_capacity));
+            open.units.len() - 1
+        };
+        open.last = i;
+        open.opened.get_or_insert_with(Instant::now);
+        open.messages += 1;
+        &mut open.units[i]
+    }
+
+    pub fn is_full(&self, worker: usize) -> bool {
+        self.open[worker].messages >= self.batch_size
+    }
+
+    /// Workers whose batch has waited `linger`.
+    pub fn due(&self, now: Instant) -> impl Iterator<Item = usize> + '_ {
+        self.open.iter().enumerate().filter(move |(_, o)| o.opened.is_some_and(|t| now >= t + self.linger)).map(|(w, _)| w)
+    }
+
+    /// When the next batch falls due, if any is open.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.open.iter().filter_map(|o| o.opened).min().map(|t| t + self.linger)
+    }
+
+    /// Takes `worker`'s open batch, sealing every unit with the fence `fence_of` gives it
+    /// (`None`: the unit's epoch is stale, and the unit is handed back among the discarded).
+    pub fn take(&mut self, worker: usize, mut fence_of: impl FnMut(&Unit) -> Option<Fence>) -> (Option<Batch>, Vec<Unit>) {
+        let open = std::mem::take(&mut self.open[worker]);
+        let mut units = Vec::with_capacity(open.units.len());
+        let mut stale = Vec::new();
+        for mut unit in open.units {
+            match fence_of(&unit) {
+                Some(fence) => {
+                    unit.seal(fence);
+                    units.push(unit);
+                }
+                None => stale.push(unit),
+            }
+        }
+        ((!units.is_empty()).then_some(Batch { units }), stale)
+    }
+
+    /// Removes the open unit of a partition (revoked, or its fence was lost).
+    pub fn discard(&mut self, topic: &str, partition: i32) -> Option<Unit> {
+        self.open.iter_mut().find_map(|open| {
+            let i = open.units.iter().position(|u| u.partition == partition && &*u.topic == topic)?;
+            let unit = open.units.swap_remove(i);
+            open.messages -= unit.messages;
+            open.last = 0;
+            if open.units.is_empty() {
+                open.opened = None;
+            }
+            Some(unit)
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

@@ -1,0 +1,104 @@
+use super::*;
+use crate::event::decode;
+
+fn event(json: &str) -> Event<'_> {
+    decode(Some(json.as_bytes()), 1 << 20).unwrap()
+}
+
+const T0: i64 = 1_714_557_600_000_000; // 2024-05-01T10:00:00Z
+
+#[test]
+fn batches_fill_to_size_and_seal_with_fences() {
+    let mut b = Batcher::new(2, 3, Duration::from_secs(60));
+    let topic: Arc<str> = Arc::from("events");
+    let w = b.worker_of("events", 1);
+    for off in 10..13 {
+        let json = r#"{"service":"s","event_type":"t"}"#;
+        b.unit(w, &topic, 1, 7).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
+    }
+    assert!(b.is_full(w));
+    let (batch, stale) = b.take(w, |u| (u.epoch == 7).then_some(Fence::At(10)));
+    let batch = batch.unwrap();
+    assert!(stale.is_empty());
+    let u = &batch.units[0];
+    assert_eq!((u.fence, u.next_offset, u.row_count(), u.messages), (Fence::At(10), 13, 3, 3));
+    assert_eq!(u.counts, vec![Count { service: "s".into(), event_type: "t".into(), hour: T0, n: 3 }]);
+    // Row slices decode back to the right offsets.
+    let second = u.rows(1, 2);
+    assert_eq!(copy::decode_row(&second).unwrap().offset, 11);
+    assert_eq!(u.rows(0, 3).len(), u.frozen.len());
+    assert!(!b.is_full(w) && b.next_due().is_none());
+}
+
+#[test]
+fn counts_group_by_service_type_and_event_hour() {
+    let mut b = Batcher::new(1, 100, Duration::from_secs(60));
+    let topic: Arc<str> = Arc::from("events");
+    let evs = [
+        r#"{"service":"a","event_type":"x","timestamp":"2024-05-01T10:05:00Z"}"#,
+        r#"{"service":"a","event_type":"x","timestamp":"2024-05-01T10:59:59Z"}"#,
+        r#"{"service":"a","event_type":"x","timestamp":"2024-05-01T11:00:00Z"}"#,
+        r#"{"service":"b","event_type":"x","timestamp":"2024-05-01T10:00:00Z"}"#,
+        r#"{"service":"a","event_type":"y"}"#,
+    ];
+    for (i, json) in evs.iter().enumerate() {
+        b.unit(0, &topic, 0, 1).push_event(&event(json), i as i64, T0 + 1, uuid::Uuid::nil(), json.len());
+    }
+    let (batch, _) = b.take(0, |_| Some(Fence::Absent));
+    let mut counts: Vec<_> = batch.unwrap().units[0].counts.iter().map(|c| (c.service.to_string(), c.event_type.to_string(), (c.hour - T0) / 3_600_000_000, c.n)).collect();
+    counts.sort();
+    let s = |x: &str| x.to_string();
+    assert_eq!(counts, vec![(s("a"), s("x"), 0, 2), (s("a"), s("x"), 1, 1), (s("a"), s("y"), 0, 1), (s("b"), s("x"), 0, 1)]);
+}
+
+#[test]
+fn dead_letters_take_offsets_and_buffer_bytes() {
+    let mut b = Batcher::new(1, 100, Duration::from_millis(10));
+    let topic: Arc<str> = Arc::from("events");
+    let raw = vec![b'x'; DEAD_LETTER_RAW_LIMIT + 10];
+    let invalid = decode(Some(&raw), 1 << 20).unwrap_err();
+    b.unit(0, &topic, 0, 1).push_dead(5, Some(&raw), invalid);
+    b.unit(0, &topic, 0, 1).push_dead(6, None, decode(None, 1).unwrap_err());
+    let (batch, _) = b.take(0, |_| Some(Fence::At(5)));
+    let u = &batch.unwrap().units[0];
+    assert_eq!((u.next_offset, u.messages, u.bytes, u.row_count()), (7, 2, raw.len(), 0));
+    assert_eq!(u.dead[0].raw.as_ref().unwrap().len(), DEAD_LETTER_RAW_LIMIT);
+    assert_eq!(u.dead[1].raw, None);
+    assert_eq!(u.dead[1].reason, Reject::Tombstone);
+}
+
+#[test]
+fn linger_makes_a_batch_due() {
+    let mut b = Batcher::new(2, 100, Duration::from_millis(5));
+    let topic: Arc<str> = Arc::from("events");
+    assert!(b.next_due().is_none());
+    let w = b.worker_of("events", 0);
+    b.unit(w, &topic, 0, 1).push_dead(0, None, decode(None, 1).unwrap_err());
+    let due = b.next_due().unwrap();
+    assert_eq!(b.due(due - Duration::from_millis(1)).count(), 0);
+    assert_eq!(b.due(due).collect::<Vec<_>>(), vec![w]);
+}
+
+#[test]
+fn stale_units_are_handed_back_and_discard_removes_a_partition() {
+    let mut b = Batcher::new(1, 100, Duration::from_secs(1));
+    let topic: Arc<str> = Arc::from("events");
+    b.unit(0, &topic, 0, 1).push_dead(0, None, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 1, 2).push_dead(0, None, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 2, 3).push_dead(0, None, decode(None, 1).unwrap_err());
+    assert_eq!(b.discard("events", 1).unwrap().partition, 1);
+    assert!(b.discard("events", 1).is_none());
+    let (batch, stale) = b.take(0, |u| (u.epoch != 3).then_some(Fence::Absent));
+    assert_eq!(batch.unwrap().units.iter().map(|u| u.partition).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(stale.iter().map(|u| u.partition).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn partitions_spread_over_workers() {
+    let b = Batcher::new(2, 1, Duration::from_secs(1));
+    let mut per = [0; 2];
+    for p in 0..6 {
+        per[b.worker_of("events", p)] += 1;
+    }
+    assert_eq!(per, [3, 3]);
+}

@@ -1,0 +1,2 @@
+//! Everything that speaks to Kafka.
+pub mod offsets;

@@ -1,0 +1,154 @@
+//! Per-partition offset bookkeeping for the exactly-once protocol (pure; owned by the poll loop).
+//!
+//! PostgreSQL's `consumer_offsets` is the source of truth. For each assigned partition the
+//! tracker knows:
+//! - the **fence**: the `next_offset` PostgreSQL will hold once every unit sent so far has
+//!   committed. A new unit carries it, and its transaction only commits if the table still says
+//!   exactly that (someone else moved the partition on otherwise);
+//! - the **position**: the next offset wanted from Kafka; anything below it is a replay of a
+//!   message already taken, and is dropped;
+//! - the **epoch**: bumped on every (re)assignment, so that late answers about an older
+//!   incarnation of the partition are recognised and ignored.
+
+use std::sync::Arc;
+
+pub type Epoch = u64;
+
+/// What a unit's transaction expects to find in `consumer_offsets` for its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// No row yet: the partition has never been persisted by this group.
+    Absent,
+    /// The row holds this `next_offset`.
+    At(i64),
+}
+
+/// The verdict on one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    Take(Epoch),
+    /// Below the position: already taken (or persisted before a restart).
+    Replay,
+    /// Not assigned to us, or its start offset is not known yet.
+    NotAssigned,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    epoch: Epoch,
+    fence: Fence,
+    position: Option<i64>,
+    /// False while the start offset could not be read from PostgreSQL: messages are refused.
+    resolved: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    topics: Vec<(Arc<str>, Vec<Option<PartitionState>>)>,
+    last_epoch: Epoch,
+}
+
+impl OffsetTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The interned name of `topic`, shared by every unit of its partitions.
+    pub fn topic(&mut self, topic: &str) -> Arc<str> {
+        self.topic_slot(topic).0.clone()
+    }
+
+    fn topic_slot(&mut self, topic: &str) -> &mut (Arc<str>, Vec<Option<PartitionState>>) {
+        let i = match self.topics.iter().position(|(t, _)| &**t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push((Arc::from(topic), Vec::new()));
+                self.topics.len() - 1
+            }
+        };
+        &mut self.topics[i]
+    }
+
+    fn state(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionState> {
+        let (_, parts) = self.topics.iter_mut().find(|(t, _)| &**t == topic)?;
+        parts.get_mut(usize::try_from(partition).ok()?)?.as_mut()
+    }
+
+    /// (Re)starts a partition. `start` is PostgreSQL's `next_offset`, `None` if it has no row
+    /// (then Kafka's committed offset or `auto.offset.reset` decides where reading starts).
+    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>) -> Epoch {
+        self.last_epoch += 1;
+        let epoch = self.last_epoch;
+        let state = PartitionState { epoch, fence: start.map_or(Fence::Absent, Fence::At), position: start, resolved: true };
+        let (_, parts) = self.topic_slot(topic);
+        let i = usize::try_from(partition).expect("Kafka partitions are non-negative");
+        if parts.len() <= i {
+            parts.resize_with(i + 1, || None);
+        }
+        parts[i] = Some(state);
+        epoch
+    }
+
+    /// Assigned, but PostgreSQL could not be asked where to start: refuse messages until
+    /// [`assign`](Self::assign) is called again with the answer.
+    pub fn assign_unresolved(&mut self, topic: &str, partition: i32) {
+        self.assign(topic, partition, None);
+        if let Some(s) = self.state(topic, partition) {
+            s.resolved = false;
+        }
+    }
+
+    pub fn unresolved(&self) -> Vec<(Arc<str>, i32)> {
+        let mut out = Vec::new();
+        for (topic, parts) in &self.topics {
+            for (p, s) in parts.iter().enumerate() {
+                if s.as_ref().is_some_and(|s| !s.resolved) {
+                    out.push((topic.clone(), p as i32));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some((_, parts)) = self.topics.iter_mut().find(|(t, _)| &**t == topic)
+            && let Some(slot) = usize::try_from(partition).ok().and_then(|i| parts.get_mut(i))
+        {
+            *slot = None;
+        }
+    }
+
+    pub fn is_assigned(&self, topic: &str, partition: i32, epoch: Epoch) -> bool {
+        self.topics.iter().find(|(t, _)| &**t == topic).is_some_and(|(_, parts)| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|i| parts.get(i))
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.epoch == epoch))
+        })
+    }
+
+    /// Takes a message at `offset`, or says why not.
+    pub fn accept(&mut self, topic: &str, partition: i32, offset: i64) -> Accept {
+        let Some(s) = self.state(topic, partition) else { return Accept::NotAssigned };
+        if !s.resolved {
+            return Accept::NotAssigned;
+        }
+        if s.position.is_some_and(|p| offset < p) {
+            return Accept::Replay;
+        }
+        // Kafka offsets are not contiguous (transaction markers, compaction): only monotonic.
+        s.position = Some(offset + 1);
+        Accept::Take(s.epoch)
+    }
+
+    /// Seals a unit of `epoch` that ends before `next_offset`: returns the fence its
+    /// transaction must find, and moves the fence past it. `None` if the epoch is stale.
+    pub fn seal(&mut self, topic: &str, partition: i32, epoch: Epoch, next_offset: i64) -> Option<Fence> {
+        let s = self.state(topic, partition).filter(|s| s.epoch == epoch)?;
+        Some(std::mem::replace(&mut s.fence, Fence::At(next_offset)))
+    }
+}
+
+#[cfg(test)]
+#[path = "offsets_tests.rs"]
+mod tests;

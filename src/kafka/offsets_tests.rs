@@ -1,0 +1,74 @@
+use super::*;
+
+#[test]
+fn fences_chain_from_the_stored_offset() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign("events", 2, Some(100));
+    assert_eq!(t.accept("events", 2, 100), Accept::Take(e));
+    assert_eq!(t.accept("events", 2, 101), Accept::Take(e));
+    assert_eq!(t.seal("events", 2, e, 102), Some(Fence::At(100)));
+    // A gap (transaction marker at 102) is fine: offsets only need to grow.
+    assert_eq!(t.accept("events", 2, 103), Accept::Take(e));
+    assert_eq!(t.seal("events", 2, e, 104), Some(Fence::At(102)));
+}
+
+#[test]
+fn a_partition_never_persisted_starts_absent() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign("events", 0, None);
+    assert_eq!(t.accept("events", 0, 7), Accept::Take(e));
+    assert_eq!(t.seal("events", 0, e, 8), Some(Fence::Absent));
+    assert_eq!(t.seal("events", 0, e, 9), Some(Fence::At(8)));
+}
+
+#[test]
+fn messages_below_the_position_are_replays() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign("events", 1, Some(50));
+    assert_eq!(t.accept("events", 1, 49), Accept::Replay);
+    assert_eq!(t.accept("events", 1, 50), Accept::Take(e));
+    assert_eq!(t.accept("events", 1, 50), Accept::Replay);
+}
+
+#[test]
+fn reassignment_bumps_the_epoch_and_stale_seals_fail() {
+    let mut t = OffsetTracker::new();
+    let old = t.assign("events", 3, Some(10));
+    t.accept("events", 3, 10);
+    let new = t.assign("events", 3, Some(5));
+    assert_ne!(old, new);
+    assert_eq!(t.seal("events", 3, old, 11), None);
+    assert!(!t.is_assigned("events", 3, old));
+    assert!(t.is_assigned("events", 3, new));
+    assert_eq!(t.accept("events", 3, 5), Accept::Take(new));
+}
+
+#[test]
+fn revoked_and_unknown_partitions_take_nothing() {
+    let mut t = OffsetTracker::new();
+    assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
+    let e = t.assign("events", 0, Some(0));
+    t.revoke("events", 0);
+    assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
+    assert_eq!(t.seal("events", 0, e, 1), None);
+    assert_eq!(t.accept("other", 0, 0), Accept::NotAssigned);
+}
+
+#[test]
+fn unresolved_partitions_wait_for_their_start() {
+    let mut t = OffsetTracker::new();
+    t.assign_unresolved("events", 4);
+    assert_eq!(t.accept("events", 4, 0), Accept::NotAssigned);
+    assert_eq!(t.unresolved().len(), 1);
+    let e = t.assign("events", 4, Some(3));
+    assert!(t.unresolved().is_empty());
+    assert_eq!(t.accept("events", 4, 3), Accept::Take(e));
+}
+
+#[test]
+fn topics_are_interned() {
+    let mut t = OffsetTracker::new();
+    let a = t.topic("events");
+    let b = t.topic("events");
+    assert!(Arc::ptr_eq(&a, &b));
+}
