@@ -1,0 +1,286 @@
+//! Command line and environment: every setting, its default and unit, and `validate()`.
+//!
+//! Flags win over environment variables (`AURORE_*`, plus `DATABASE_URL` and `KAFKA_BROKERS`).
+//! Invalid configuration is one clear error line and exit code 2; passwords are never printed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aurore", version, about = "Drains JSON business events from Kafka into PostgreSQL, exactly once.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the topics into PostgreSQL until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DbArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection URL or key=value string (sslmode=disable|prefer|require honoured;
+    /// TLS through rustls with the Mozilla roots). Required.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// Connections in the pool. Default: flush workers + 2.
+    #[arg(long, env = "AURORE_DB_POOL_SIZE")]
+    pub db_pool_size: Option<usize>,
+
+    /// Timeout of connecting to PostgreSQL and of waiting for a pooled connection.
+    /// Default 10s.
+    #[arg(long, env = "AURORE_DB_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub db_connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Kafka bootstrap servers, comma-separated host:port. Default 127.0.0.1:9092.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topics to consume, comma-separated. Default `events`.
+    #[arg(long, env = "AURORE_TOPICS", value_delimiter = ',', default_value = "events")]
+    pub topics: Vec<String>,
+
+    /// Kafka consumer group; also the key of this group's rows in `consumer_offsets`.
+    /// Default `aurore`.
+    #[arg(long, env = "AURORE_GROUP_ID", default_value = "aurore")]
+    pub group_id: String,
+
+    /// Extra librdkafka consumer settings, `key=value`, repeatable (TLS, SASL, fetch sizes...).
+    /// From the environment: `;`-separated. Settings aurore owns (group.id, bootstrap.servers,
+    /// enable.auto.commit, enable.auto.offset.store, partition.assignment.strategy,
+    /// enable.partition.eof) are refused.
+    #[arg(long = "kafka-config", env = "AURORE_KAFKA_CONFIG", value_delimiter = ';', value_parser = key_value)]
+    pub kafka_config: Vec<(String, String)>,
+
+    /// Buffer capacity, in events fetched from Kafka and not yet persisted. Fetching pauses
+    /// when it is reached. Default 10000.
+    #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 10_000)]
+    pub buffer_capacity: usize,
+
+    /// Buffer capacity, in bytes of message values. Default 67108864 (64 MiB).
+    #[arg(long, env = "AURORE_BUFFER_CAPACITY_BYTES", default_value_t = 64 << 20)]
+    pub buffer_capacity_bytes: usize,
+
+    /// Fetching resumes when the buffer falls below this share of both capacities, in
+    /// percent. Default 50.
+    #[arg(long, env = "AURORE_BUFFER_RESUME_PERCENT", default_value_t = 50)]
+    pub buffer_resume_percent: u8,
+
+    /// Events (rows and dead letters) in one batch, one transaction. Default 5000.
+    #[arg(long, env = "AURORE_BATCH_SIZE", default_value_t = 5_000)]
+    pub batch_size: usize,
+
+    /// Longest a non-empty batch waits for more events before it is flushed. Default 100ms.
+    #[arg(long, env = "AURORE_LINGER", default_value = "100ms", value_parser = duration)]
+    pub linger: Duration,
+
+    /// Flush workers, each with its own PostgreSQL connection; partitions are sharded over
+    /// them. Default 2.
+    #[arg(long, env = "AURORE_FLUSH_WORKERS", default_value_t = 2)]
+    pub flush_workers: usize,
+
+    /// Largest accepted message value, in bytes; a larger one is dead-lettered with its size.
+    /// Default 1048576 (1 MiB).
+    #[arg(long, env = "AURORE_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+
+    /// On SIGINT/SIGTERM: time to flush what is buffered and commit before giving up.
+    /// Default 30s.
+    #[arg(long, env = "AURORE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+
+    /// On a rebalance: time to let in-flight batches of revoked partitions commit before
+    /// the partitions are released. Default 10s.
+    #[arg(long, env = "AURORE_REBALANCE_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub rebalance_drain_timeout: Duration,
+
+    /// Consecutive transient PostgreSQL failures that open the circuit breaker. Default 5.
+    #[arg(long, env = "AURORE_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+
+    /// First retry delay after a transient PostgreSQL failure; doubles up to
+    /// --retry-backoff-max, with jitter. Default 100ms.
+    #[arg(long, env = "AURORE_RETRY_BACKOFF", default_value = "100ms", value_parser = duration)]
+    pub retry_backoff: Duration,
+
+    /// Longest retry delay. Default 10s.
+    #[arg(long, env = "AURORE_RETRY_BACKOFF_MAX", default_value = "10s", value_parser = duration)]
+    pub retry_backoff_max: Duration,
+
+    /// Address of the HTTP server (metrics and health). Default 0.0.0.0:3000.
+    #[arg(long, env = "AURORE_HTTP_ADDR", default_value = "0.0.0.0:3000")]
+    pub http_addr: SocketAddr,
+
+    /// Service label values beyond this many collapse into `other`. Default 100.
+    #[arg(long, env = "AURORE_MAX_SERVICE_LABELS", default_value_t = 100)]
+    pub max_service_labels: usize,
+
+    /// Do not apply migrations at start (they must have been applied by `aurore migrate`).
+    #[arg(long, env = "AURORE_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// Settings of the consumer that aurore decides itself.
+pub const OWNED_KAFKA_KEYS: &[&str] = &[
+    "group.id",
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "partition.assignment.strategy",
+    "group.protocol",
+    "enable.partition.eof",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.kafka_brokers.trim().is_empty() {
+            return bad("--kafka-brokers (KAFKA_BROKERS) is empty".into());
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| !valid_topic(t)) {
+            return bad(format!(
+                "--topics must be Kafka topic names (1-249 of [a-zA-Z0-9._-]), got {:?}",
+                self.topics
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            return bad("--group-id is empty".into());
+        }
+        for (k, _) in &self.kafka_config {
+            if OWNED_KAFKA_KEYS.contains(&k.as_str()) {
+                return bad(format!("--kafka-config {k}: aurore sets this itself"));
+            }
+        }
+        let positive = [
+            ("--buffer-capacity", self.buffer_capacity),
+            ("--buffer-capacity-bytes", self.buffer_capacity_bytes),
+            ("--batch-size", self.batch_size),
+            ("--flush-workers", self.flush_workers),
+            ("--max-event-bytes", self.max_event_bytes),
+            ("--breaker-threshold", self.breaker_threshold as usize),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if self.flush_workers > 64 {
+            return bad(format!("--flush-workers {} is more than 64", self.flush_workers));
+        }
+        if !(1..=99).contains(&self.buffer_resume_percent) {
+            return bad(format!("--buffer-resume-percent must be 1..99, got {}", self.buffer_resume_percent));
+        }
+        if self.batch_size > self.buffer_capacity {
+            return bad(format!(
+                "--batch-size {} exceeds --buffer-capacity {}: a batch could never fill",
+                self.batch_size, self.buffer_capacity
+            ));
+        }
+        if self.max_event_bytes > self.buffer_capacity_bytes {
+            return bad(format!(
+                "--max-event-bytes {} exceeds --buffer-capacity-bytes {}",
+                self.max_event_bytes, self.buffer_capacity_bytes
+            ));
+        }
+        if self.linger.is_zero() || self.shutdown_timeout.is_zero() {
+            return bad("--linger and --shutdown-timeout must be positive".into());
+        }
+        if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
+            return bad("--retry-backoff must be positive and at most --retry-backoff-max".into());
+        }
+        Ok(())
+    }
+
+    pub fn pool_size(&self) -> usize {
+        self.db.db_pool_size.unwrap_or(self.flush_workers + 2)
+    }
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A connection string that never shows its password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    pub config: tokio_postgres::Config,
+    raw: String,
+}
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let config: tokio_postgres::Config =
+            s.parse().map_err(|e| format!("not a PostgreSQL connection string ({e})"))?;
+        if config.get_hosts().is_empty() {
+            return Err("the connection string names no host".into());
+        }
+        if config.get_dbname().is_none() {
+            return Err("the connection string names no database".into());
+        }
+        Ok(DatabaseUrl { config, raw: s.to_owned() })
+    }
+}
+
+/// `user@host:port/dbname`, for logs and errors.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => String::new(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        write!(f, "{}@{host}:{port}/{}", c.get_user().unwrap_or("?"), c.get_dbname().unwrap_or("?"))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 2m)"))
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.trim().to_owned()))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

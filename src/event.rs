@@ -135,6 +135,20 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// Namespace of the ids aurore derives for events that carry none (UUID v5).
+const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5e7a_9d34_2b6f_a1c0_e583);
+
+/// The id of an event that carries none: a UUID v5 of "topic/partition/offset", so that a
+/// replay of the same message maps to the same id.
+pub fn derived_id(topic: &str, partition: i32, offset: i64) -> Uuid {
+    use std::io::Write;
+    let mut name = [0u8; 320]; // topic names are at most 249 bytes
+    let mut w = &mut name[..];
+    let _ = write!(w, "{topic}/{partition}/{offset}");
+    let len = 320 - w.len();
+    Uuid::new_v5(&DERIVED_ID_NAMESPACE, &name[..len])
+}
+
 /// Decodes and validates one message value. `None` is a tombstone.
 pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<Event<'_>, Invalid> {
     let bytes = value.ok_or_else(|| Invalid::new(Reject::Tombstone, "message has no value (tombstone)"))?;

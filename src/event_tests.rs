@@ -112,3 +112,13 @@ fn labels_are_unique() {
     labels.dedup();
     assert_eq!(labels.len(), Reject::ALL.len());
 }
+
+#[test]
+fn derived_ids_are_stable_and_distinct() {
+    let a = derived_id("events", 0, 42);
+    assert_eq!(a, derived_id("events", 0, 42));
+    assert_eq!(a.get_version_num(), 5);
+    assert_ne!(a, derived_id("events", 0, 43));
+    assert_ne!(a, derived_id("events", 1, 42));
+    assert_ne!(a, derived_id("other", 0, 42));
+}

@@ -1,2 +1,4 @@
 //! Everything that speaks to Kafka.
+pub mod consumer;
+pub mod handoff;
 pub mod offsets;

@@ -1,0 +1,291 @@
+//! Wiring: the pool and migrations, the HTTP server, the flush workers, the poll thread and
+//! the 5-second ticker; and the shutdown order (stop fetching, flush, commit, exit).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::BaseConsumer;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::buffer::Buffer;
+use crate::config::{Cli, Command, ConfigError, DbArgs, RunArgs};
+use crate::db;
+use crate::health::Health;
+use crate::kafka::consumer::{self, Parts, Poller};
+use crate::kafka::handoff::Handoff;
+use crate::metrics::Metrics;
+use crate::shutdown::{self, Shutdown};
+use crate::sink::breaker::Breaker;
+use crate::sink::worker::{self, Shared};
+
+/// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration.
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing();
+    if let Command::Run(args) = &cli.command
+        && let Err(e) = args.validate()
+    {
+        eprintln!("aurore: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("aurore").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aurore: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Migrate(args) => migrate(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<ConfigError>() => {
+            eprintln!("aurore: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("aurore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
+    let pool = db::pool(&args.database_url, 1, args.db_connect_timeout)?;
+    let applied = db::migrate(&pool).await.with_context(|| format!("migrating {}", args.database_url))?;
+    tracing::info!(applied, database = %args.database_url, "database schema is up to date");
+    Ok(())
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // librdkafka validates its settings when a client is created: do it before anything runs.
+    consumer::client_config(&args).create::<BaseConsumer>().map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.buffer_capacity.set(args.buffer_capacity as i64);
+    metrics.buffer_capacity_bytes.set(args.buffer_capacity_bytes as i64);
+    let breaker = Arc::new(Breaker::new(args.breaker_threshold, args.retry_backoff, args.retry_backoff_max));
+    let buffer = Arc::new(Buffer::new(args.buffer_capacity, args.buffer_capacity_bytes, args.buffer_resume_percent));
+    let health = Arc::new(Health::new(metrics.clone(), breaker.clone(), buffer.clone()));
+    let shutdown = Shutdown::new();
+    let abort = Shutdown::new();
+    let stop_http = Shutdown::new();
+    tokio::spawn({
+        let s = shutdown.clone();
+        async move {
+            shutdown::signal().await;
+            s.cancel();
+        }
+    });
+
+    // HTTP first: liveness answers while migrations wait for the database.
+    let listener = TcpListener::bind(args.http_addr).await.with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("metrics at http://{addr}/metrics/prometheus, health at http://{addr}/health");
+    let http = tokio::spawn(crate::http::serve(listener, health.clone(), metrics.clone(), stop_http.clone().cancelled_owned()));
+
+    let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
+    tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
+    if args.no_migrate {
+        health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
+    } else if !migrate_with_retry(&pool, &shutdown, &metrics).await? {
+        stop_http.cancel();
+        return Ok(());
+    }
+    health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
+    metrics.database_connection_up.set(1);
+
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    let handoff = Arc::new(Handoff::default());
+    let shared = Shared {
+        pool: pool.clone(),
+        group: Arc::from(args.group_id.as_str()),
+        metrics: metrics.clone(),
+        breaker: breaker.clone(),
+        buffer: buffer.clone(),
+        handoff: handoff.clone(),
+        acks: ack_tx,
+        abort: abort.clone(),
+    };
+    let mut workers = JoinSet::new();
+    let mut senders = Vec::with_capacity(args.flush_workers);
+    for id in 0..args.flush_workers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
+        workers.spawn(worker::run(id, shared.clone(), rx));
+    }
+    drop(shared);
+
+    let poller = Poller::new(Parts {
+        args: args.clone(),
+        pool: pool.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        buffer,
+        breaker,
+        handoff,
+        workers: senders,
+        acks: ack_rx,
+        shutdown: shutdown.clone(),
+        abort: abort.clone(),
+    })
+    .map_err(|e| ConfigError(e.to_string()))?;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kafka-poll".into())
+        .spawn(move || {
+            let _ = done_tx.send(poller.run());
+        })
+        .context("cannot start the poll thread")?;
+
+    let ticker = tokio::spawn(ticker(pool, metrics.clone(), health.clone(), args.max_service_labels, stop_http.clone()));
+
+    let mut failure: Option<anyhow::Error> = None;
+    let mut abort_armed = false;
+    let polled = loop {
+        tokio::select! {
+            biased;
+            r = &mut done_rx => break r,
+            Some(joined) = workers.join_next() => {
+                if let Ok(Err(e)) = joined {
+                    // Nothing more can be persisted: stop at once, commit nothing further.
+                    failure.get_or_insert(e.into());
+                    abort.cancel();
+                    shutdown.cancel();
+                }
+            }
+            _ = shutdown.cancelled(), if !abort_armed => {
+                abort_armed = true;
+                let (abort, timeout) = (abort.clone(), args.shutdown_timeout);
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    abort.cancel();
+                });
+            }
+        }
+    };
+    match polled {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            failure.get_or_insert(e.into());
+        }
+        Err(_) => {
+            failure.get_or_insert(anyhow::anyhow!("the poll thread panicked"));
+        }
+    }
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            failure.get_or_insert(e.into());
+        }
+    }
+    stop_http.cancel();
+    let _ = ticker.await;
+    let _ = http.await;
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Applies migrations, waiting out an unreachable database. `false` if shut down meanwhile.
+async fn migrate_with_retry(pool: &deadpool_postgres::Pool, shutdown: &Shutdown, metrics: &Metrics) -> anyhow::Result<bool> {
+    loop {
+        match db::migrate(pool).await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.class() == db::Class::Transient => {
+                metrics.database_connection_up.set(0);
+                tracing::warn!(error = %e, "database not reachable yet; retrying migrations in 2s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+}
+
+/// Every 5 s: throughput, and the business metrics from event_counts (never from events).
+async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Arc<Health>, max_labels: usize, stop: Shutdown) {
+    const PERIOD: Duration = Duration::from_secs(5);
+    let mut interval = tokio::time::interval(PERIOD);
+    let persisted = |m: &Metrics| m.events_processed_total.get() + Reject_total(m);
+    let mut last = persisted(&metrics);
+    let mut last_at = tokio::time::Instant::now();
+    let mut labelled: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let total = persisted(&metrics);
+        metrics.events_throughput_per_second.set((total - last) as f64 / now.duration_since(last_at).as_secs_f64().max(0.001));
+        (last, last_at) = (total, now);
+        health.report();
+        match db::business_counts(&pool).await {
+            Ok(rows) => {
+                set_business(&metrics, &rows, max_labels, &mut labelled);
+                if health.breaker.state() == crate::sink::breaker::State::Closed {
+                    metrics.database_connection_up.set(1);
+                }
+            }
+            Err(e) => {
+                metrics.database_connection_up.set(0);
+                tracing::debug!(error = %e, "business metrics not refreshed");
+            }
+        }
+    }
+}
+
+#[allow(non_snake_case)]
+fn Reject_total(m: &Metrics) -> u64 {
+    crate::event::Reject::ALL.iter().map(|r| m.events_dead_lettered_total.with_label_values(&[r.label()]).get()).sum()
+}
+
+/// The busiest `max_labels` services keep their own label; the rest add up under "other".
+fn set_business(m: &Metrics, rows: &[(String, i64, i64)], max_labels: usize, labelled: &mut Vec<String>) {
+    let (mut total, mut day) = (0, 0);
+    let (mut other, mut other_day) = (0, 0);
+    let mut now_labelled = Vec::with_capacity(rows.len().min(max_labels) + 1);
+    for (i, (service, all, last24)) in rows.iter().enumerate() {
+        total += all;
+        day += last24;
+        if i < max_labels {
+            m.business_events_by_service.with_label_values(&[service]).set(*all);
+            m.business_events_last_24h_by_service.with_label_values(&[service]).set(*last24);
+            now_labelled.push(service.clone());
+        } else {
+            other += all;
+            other_day += last24;
+        }
+    }
+    if rows.len() > max_labels {
+        m.business_events_by_service.with_label_values(&["other"]).set(other);
+        m.business_events_last_24h_by_service.with_label_values(&["other"]).set(other_day);
+        now_labelled.push("other".into());
+    }
+    for gone in labelled.iter().filter(|s| !now_labelled.contains(s)) {
+        let _ = m.business_events_by_service.remove_label_values(&[gone]);
+        let _ = m.business_events_last_24h_by_service.remove_label_values(&[gone]);
+    }
+    *labelled = now_labelled;
+    m.business_events_total.set(total);
+    m.business_events_last_24h.set(day);
+}

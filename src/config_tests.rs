@@ -1,0 +1,58 @@
+use super::*;
+use clap::Parser;
+
+const URL: &str = "postgres://aurore:s3cret@db.example:6543/events";
+
+fn run(args: &[&str]) -> Result<RunArgs, String> {
+    let mut argv = vec!["aurore", "run", "--database-url", URL];
+    argv.extend_from_slice(args);
+    match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+        Command::Run(r) => r.validate().map(|()| r).map_err(|e| e.to_string()),
+        Command::Migrate(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let r = run(&[]).unwrap();
+    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (10_000, 64 << 20, 5_000, 2));
+    assert_eq!((r.linger, r.shutdown_timeout), (Duration::from_millis(100), Duration::from_secs(30)));
+    assert_eq!(r.http_addr.to_string(), "0.0.0.0:3000");
+    assert_eq!((r.topics.clone(), r.group_id.as_str(), r.max_event_bytes), (vec!["events".to_string()], "aurore", 1 << 20));
+    assert_eq!(r.pool_size(), 4);
+}
+
+#[test]
+fn kafka_config_pairs_parse_and_owned_keys_are_refused() {
+    let r = run(&["--kafka-config", "fetch.min.bytes=1000", "--kafka-config", "security.protocol = SASL_SSL"]).unwrap();
+    assert_eq!(r.kafka_config, vec![("fetch.min.bytes".into(), "1000".into()), ("security.protocol".into(), "SASL_SSL".into())]);
+    assert!(run(&["--kafka-config", "enable.auto.commit=true"]).unwrap_err().contains("aurore sets this itself"));
+    assert!(run(&["--kafka-config", "novalue"]).unwrap_err().contains("not key=value"));
+}
+
+#[test]
+fn bad_values_are_refused_with_a_reason() {
+    for (args, says) in [
+        (&["--batch-size", "0"][..], "--batch-size must be at least 1"),
+        (&["--batch-size", "20000"][..], "a batch could never fill"),
+        (&["--topics", "bad topic"][..], "--topics"),
+        (&["--linger", "soon"][..], "examples"),
+        (&["--buffer-resume-percent", "100"][..], "1..99"),
+        (&["--max-event-bytes", "100000000"][..], "--buffer-capacity-bytes"),
+        (&["--http-addr", "nowhere"][..], "invalid"),
+    ] {
+        let err = run(args).unwrap_err();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn the_password_never_shows() {
+    let url: DatabaseUrl = URL.parse().unwrap();
+    assert_eq!(url.to_string(), "aurore@db.example:6543/events");
+    assert!(!format!("{url:?}").contains("s3cret"));
+    let cli = Cli::try_parse_from(["aurore", "migrate", "--database-url", URL]).unwrap();
+    assert!(!format!("{cli:?}").contains("s3cret"));
+    let err = "postgres://u:pw@h/".parse::<DatabaseUrl>().unwrap_err();
+    assert!(!err.contains("pw"), "{err}");
+}

@@ -1,0 +1,160 @@
+//! PostgreSQL: the pool (TLS through rustls), migrations, the queries outside the hot path, and
+//! [`classify`], the one function that decides what is retried.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+
+use crate::config::DatabaseUrl;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Arbitrary, fixed: serialises migrations of instances that start together.
+const MIGRATION_LOCK: i64 = 0x6175_726f_7265; // "aurore"
+
+/// How a failure is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Connection lost, server shutting down, out of resources, serialisation failure, timeout:
+    /// retry the same work with backoff, under the circuit breaker.
+    Transient,
+    /// The rows are at fault (SQLSTATE classes 22, 23): isolate them, dead-letter, go on.
+    Data,
+    /// Permissions, authentication, missing schema, bugs: retrying cannot help; stop.
+    Fatal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{context}: no connection from the pool: {source}")]
+    Pool {
+        context: &'static str,
+        #[source]
+        source: PoolError,
+    },
+    #[error("migrations failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("could not build the connection pool: {0}")]
+    Build(String),
+}
+
+impl DbError {
+    pub fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        move |source| DbError::Postgres { context, source }
+    }
+
+    pub fn pool(context: &'static str) -> impl FnOnce(PoolError) -> DbError {
+        move |source| DbError::Pool { context, source }
+    }
+
+    pub fn class(&self) -> Class {
+        match self {
+            DbError::Postgres { source, .. } => classify(source),
+            DbError::Pool { source: PoolError::Backend(e), .. } => classify(e),
+            DbError::Pool { source: PoolError::Timeout(_), .. } => Class::Transient,
+            DbError::Pool { .. } => Class::Fatal,
+            DbError::Migration(_) | DbError::Build(_) => Class::Fatal,
+        }
+    }
+}
+
+/// The one place that decides whether a PostgreSQL error is transient, the data's fault, or
+/// fatal. Errors without SQLSTATE are I/O: the connection broke, so transient.
+pub fn classify(e: &tokio_postgres::Error) -> Class {
+    let Some(state) = e.code() else {
+        // No SQLSTATE: the connection broke, timed out or was closed (transient), unless the
+        // client could not convert a value, which is a bug.
+        let msg = e.to_string();
+        return if msg.starts_with("error serializing") || msg.starts_with("error deserializing") {
+            Class::Fatal
+        } else {
+            Class::Transient
+        };
+    };
+    if *state == SqlState::LOCK_NOT_AVAILABLE {
+        return Class::Transient;
+    }
+    match &state.code()[..2] {
+        // connection exception, insufficient resources, operator intervention (admin
+        // shutdown, query cancelled), system error, transaction rollback (deadlock, serialisation)
+        "08" | "53" | "57" | "58" | "40" => Class::Transient,
+        // data exception, integrity constraint violation
+        "22" | "23" => Class::Data,
+        _ => Class::Fatal,
+    }
+}
+
+/// A pool of connections; TLS per the URL's sslmode (rustls, Mozilla roots).
+pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, DbError> {
+    let mut config = url.config.clone();
+    config.connect_timeout(timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("aurore");
+    }
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::with_webpki_roots();
+    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// Applies pending migrations; several instances may start at once.
+pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await.map_err(DbError::pool("migrating"))?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(DbError::pg("taking the migration lock"))?;
+    let report = embedded::migrations::runner().run_async(&mut **client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(DbError::pg("releasing the migration lock"))?;
+    let report = report?;
+    for m in report.applied_migrations() {
+        tracing::info!(version = m.version(), name = m.name(), "migration applied");
+    }
+    Ok(report.applied_migrations().len())
+}
+
+/// `next_offset` of each listed partition that has a row, for this group.
+pub async fn load_offsets(pool: &Pool, group: &str, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, DbError> {
+    let client = pool.get().await.map_err(DbError::pool("reading consumer offsets"))?;
+    let rows = client
+        .query(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
+            &[&group, &topic, &partitions],
+        )
+        .await
+        .map_err(DbError::pg("reading consumer offsets"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Per-service totals from event_counts: (service, all time, last 24 hours).
+pub async fn business_counts(pool: &Pool) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let client = pool.get().await.map_err(DbError::pool("reading event counts"))?;
+    let rows = client
+        .query(
+            "SELECT service, sum(events)::int8, (sum(events) FILTER (WHERE hour > now() - interval '24 hours'))::int8
+             FROM event_counts GROUP BY service ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .map_err(DbError::pg("reading event counts"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, Option<i64>>(2).unwrap_or(0))).collect())
+}
+
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await.map_err(DbError::pool("checking the database"))?;
+    client.simple_query("SELECT 1").await.map_err(DbError::pg("checking the database"))?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Persisting batches: the flush workers and the circuit breaker they share.
+pub mod breaker;
+pub mod worker;
