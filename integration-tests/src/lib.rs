@@ -1,1 +1,439 @@
+//! The harness of aurore's integration tests: the real Kafka and PostgreSQL, never mocks.
+//!
+//! Endpoints come from `KAFKA_BROKERS` and `DATABASE_URL`, defaulting to the local stack
+//! (`scripts/stack up`). When those cannot be reached and a Docker engine can, Kafka and
+//! PostgreSQL are started with testcontainers. When neither works the test fails, saying how
+//! to start them: it never skips.
+//!
+//! Every test gets its own topic, consumer group and database ([`Env::new`]), so tests run in
+//! parallel. aurore runs as a child process ([`Aurore`]), as in production.
 
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_postgres::NoTls;
+
+pub const LOCAL_KAFKA: &str = "127.0.0.1:9092";
+pub const LOCAL_DATABASE: &str = "postgres://aurore:aurore@127.0.0.1:5432/aurore_events";
+
+/// Where Kafka and PostgreSQL are, for every test of this process.
+pub struct Stack {
+    pub brokers: String,
+    /// A database the tests' role may CREATE DATABASE from.
+    pub admin_url: String,
+    pub via: &'static str,
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+
+pub fn stack() -> &'static Stack {
+    // Probing blocks (and testcontainers' sync runner has its own runtime): off the test's runtime.
+    STACK.get_or_init(|| std::thread::scope(|s| s.spawn(find_stack).join().unwrap_or_else(|e| std::panic::resume_unwind(e))))
+}
+
+fn find_stack() -> Stack {
+    {
+        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| LOCAL_KAFKA.into());
+        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| LOCAL_DATABASE.into());
+        let kafka = kafka_reachable(&brokers);
+        let pg = pg_reachable(&admin_url);
+        if kafka.is_ok() && pg.is_ok() {
+            return Stack { brokers, admin_url, via: "the running stack" };
+        }
+        if docker_available() {
+            return containers::start();
+        }
+        panic!(
+            "\n\nThe integration tests need the real Kafka and PostgreSQL, and cannot reach them:\n  \
+             Kafka at {brokers}: {}\n  PostgreSQL at {}: {}\nStart the local stack with `scripts/stack up` \
+             (or set KAFKA_BROKERS and DATABASE_URL), or make a Docker engine available for testcontainers.\n",
+            kafka.err().unwrap_or_else(|| "ok".into()),
+            redact(&admin_url),
+            pg.err().unwrap_or_else(|| "ok".into()),
+        )
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn kafka_reachable(brokers: &str) -> Result<(), String> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
+    c.fetch_metadata(None, Duration::from_secs(5)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn pg_reachable(url: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, NoTls))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+fn docker_available() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some() || std::path::Path::new("/var/run/docker.sock").exists()
+}
+
+mod containers {
+    use super::Stack;
+    use std::sync::OnceLock;
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::{Container, ImageExt};
+    use testcontainers_modules::{kafka::apache, postgres::Postgres};
+
+    static RUNNING: OnceLock<(Container<apache::Kafka>, Container<Postgres>)> = OnceLock::new();
+
+    pub fn start() -> Stack {
+        let (kafka, pg) = RUNNING.get_or_init(|| {
+            let kafka = apache::Kafka::default().start().expect("starting Kafka with testcontainers");
+            let pg = Postgres::default()
+                .with_user("aurore")
+                .with_password("aurore")
+                .with_db_name("aurore_events")
+                .with_tag("15")
+                .start()
+                .expect("starting PostgreSQL with testcontainers");
+            (kafka, pg)
+        });
+        let kport = kafka.get_host_port_ipv4(apache::KAFKA_PORT).expect("Kafka port");
+        let pport = pg.get_host_port_ipv4(5432).expect("PostgreSQL port");
+        Stack {
+            brokers: format!("127.0.0.1:{kport}"),
+            admin_url: format!("postgres://aurore:aurore@127.0.0.1:{pport}/aurore_events"),
+            via: "testcontainers",
+        }
+    }
+}
+
+/// One test's topic, group and database.
+pub struct Env {
+    pub name: String,
+    pub topic: String,
+    pub group: String,
+    pub database_url: String,
+    pub partitions: i32,
+    pub stack: &'static Stack,
+}
+
+impl Env {
+    /// A fresh topic of `partitions` partitions (`topic_config`: extra topic settings) and a
+    /// fresh database.
+    pub async fn new(test: &str, partitions: i32, topic_config: &[(&str, &str)]) -> Env {
+        let stack = stack();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let name = format!("{test}_{id}");
+        let env = Env {
+            topic: format!("it-{test}-{id}"),
+            group: format!("it-{test}-{id}"),
+            database_url: replace_db(&stack.admin_url, &format!("aurore_it_{name}")),
+            name,
+            partitions,
+            stack,
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &stack.brokers).create().expect("Kafka admin client");
+        let mut topic = NewTopic::new(&env.topic, partitions, TopicReplication::Fixed(1));
+        for (k, v) in topic_config {
+            topic = topic.set(k, v);
+        }
+        let created = admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await.expect("create topic");
+        for r in created {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+        let admin_db = connect(&stack.admin_url).await;
+        admin_db.batch_execute(&format!("CREATE DATABASE \"aurore_it_{}\"", env.name)).await.expect("create test database");
+        eprintln!("[{}] Kafka {} and PostgreSQL via {}; topic {}, database aurore_it_{}", test, stack.brokers, stack.via, env.topic, env.name);
+        env
+    }
+
+    /// A client of the test's database.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.database_url).await
+    }
+
+    pub fn producer(&self, extra: &[(&str, &str)]) -> FutureProducer {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.stack.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000");
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c.create().expect("producer")
+    }
+
+    /// Produces `(partition, value)` messages (`None` value: a tombstone) and waits for every
+    /// acknowledgement. Returns each message's (partition, offset), in input order.
+    pub async fn produce(&self, producer: &FutureProducer, messages: Vec<(i32, Option<Vec<u8>>)>) -> Vec<(i32, i64)> {
+        let mut out = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(20_000) {
+            let sends = chunk.iter().map(|(p, v)| {
+                let mut rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(&self.topic).partition(*p);
+                if let Some(v) = v {
+                    rec = rec.payload(v.as_slice());
+                }
+                producer.send(rec, Duration::from_secs(60))
+            });
+            for r in futures::future::join_all(sends).await {
+                let d = r.unwrap_or_else(|(e, _)| panic!("produce failed: {e}"));
+                out.push((d.partition, d.offset));
+            }
+        }
+        out
+    }
+
+    /// Each partition's high watermark.
+    pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.stack.brokers).create().expect("consumer");
+        (0..self.partitions).map(|p| (p, c.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).expect("watermarks").1)).collect()
+    }
+
+    /// The group's committed offsets in Kafka (-1: none).
+    pub fn kafka_committed(&self) -> BTreeMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.stack.brokers).set("group.id", &self.group).create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        committed.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect()
+    }
+
+    /// Where aurore will write to: every argument of `aurore run` that binds it to this test.
+    pub fn aurore_args(&self, http_port: u16) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--topics".into(),
+            self.topic.clone(),
+            "--group-id".into(),
+            self.group.clone(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http_port}"),
+        ]
+    }
+
+    /// Starts aurore on this test's topic and database.
+    pub fn spawn_aurore(&self, extra: &[&str]) -> Aurore {
+        Aurore::spawn(self, extra)
+    }
+
+    /// Checks the exactly-once outcome: every offset of every partition up to its high
+    /// watermark is in `events` or `dead_letters` exactly once, no id repeats, and both
+    /// `consumer_offsets` and Kafka's committed offsets stand at the high watermarks.
+    /// Returns (rows, dead letters).
+    pub async fn assert_exactly_once(&self) -> (i64, i64) {
+        let hw = self.high_watermarks();
+        let db = self.db().await;
+        let rows = db
+            .query(
+                "SELECT partition, count(*)::int8, count(DISTINCT \"offset\")::int8, coalesce(min(\"offset\"), -1), coalesce(max(\"offset\"), -1)
+                 FROM (SELECT partition, \"offset\" FROM events WHERE topic = $1 UNION ALL SELECT partition, \"offset\" FROM dead_letters WHERE topic = $1) s
+                 GROUP BY partition",
+                &[&self.topic],
+            )
+            .await
+            .expect("counting rows");
+        let mut seen: HashMap<i32, (i64, i64, i64, i64)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4)))).collect();
+        for (&p, &h) in &hw {
+            let got = seen.remove(&p).unwrap_or((0, 0, -1, -1));
+            let want = if h == 0 { (0, 0, -1, -1) } else { (h, h, 0, h - 1) };
+            assert_eq!(got, want, "partition {p}: (stored, distinct offsets, min, max) against high watermark {h}");
+        }
+        assert!(seen.is_empty(), "rows of unknown partitions: {seen:?}");
+        let dup_ids: i64 = db.query_one("SELECT count(*) - count(DISTINCT id) FROM events", &[]).await.unwrap().get(0);
+        assert_eq!(dup_ids, 0, "duplicate ids in events");
+        let offsets: BTreeMap<i32, i64> = db
+            .query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2", &[&self.group, &self.topic])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let nonempty: BTreeMap<i32, i64> = hw.iter().filter(|(_, h)| **h > 0).map(|(p, h)| (*p, *h)).collect();
+        assert_eq!(offsets, nonempty, "consumer_offsets against the high watermarks");
+        let committed = wait_until("Kafka's committed offsets to reach the high watermarks", Duration::from_secs(30), || async {
+            let c = self.kafka_committed();
+            let ok = hw.iter().all(|(p, h)| *h == 0 || c.get(p) == Some(h));
+            ok.then_some(c)
+        })
+        .await;
+        assert!(hw.iter().all(|(p, h)| *h == 0 || committed[p] == *h));
+        let n_rows: i64 = db.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+        let n_dead: i64 = db.query_one("SELECT count(*) FROM dead_letters", &[]).await.unwrap().get(0);
+        (n_rows, n_dead)
+    }
+
+    /// Rows plus dead letters persisted so far.
+    pub async fn persisted(&self) -> i64 {
+        let db = self.db().await;
+        db.query_one("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM dead_letters)", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` messages are persisted.
+    pub async fn wait_persisted(&self, n: i64, within: Duration) {
+        wait_until(&format!("{n} messages persisted"), within, || async {
+            let got = self.persisted().await;
+            (got >= n).then_some(got)
+        })
+        .await;
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let slash = base.rfind('/').expect("database URL with a path");
+    format!("{}/{db}{}", &base[..slash], query.map(|q| format!("?{q}")).unwrap_or_default())
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", redact(url)));
+    tokio::spawn(conn);
+    client
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `within`.
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The aurore binary built next to the tests (`cargo build --bin aurore`; scripts/test does).
+pub fn aurore_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AURORE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target directory").join("aurore");
+    assert!(bin.exists(), "{} does not exist: build it first with `cargo build --bin aurore` (scripts/test does)", bin.display());
+    bin
+}
+
+/// aurore running as a child process.
+pub struct Aurore {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Aurore {
+    pub fn spawn(env: &Env, extra: &[&str]) -> Aurore {
+        let port = free_port();
+        let dir = std::env::temp_dir().join("aurore-it");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{}-{port}.log", env.name));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(aurore_bin())
+            .args(env.aurore_args(port))
+            .args(extra)
+            .env("DATABASE_URL", &env.database_url)
+            .env("KAFKA_BROKERS", &env.stack.brokers)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawning aurore");
+        Aurore { child, port, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// SIGKILL: no flush, no commit, nothing graceful.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "aurore did not exit within {within:?}; log: {}", self.log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET on aurore's HTTP server: (status, body); `None` while it is not listening.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(5))).build().into();
+        let mut resp = agent.get(&format!("http://127.0.0.1:{}{path}", self.port)).call().ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.body_mut().read_to_string().ok()?))
+    }
+
+    /// Waits until /health/ready answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        wait_until(&format!("aurore ready (log {})", self.log.display()), within, || async {
+            self.get("/health/ready").filter(|(s, _)| *s == 200).map(|_| ())
+        })
+        .await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Aurore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A valid event as JSON bytes.
+pub fn event(service: &str, event_type: &str, i: u64) -> Vec<u8> {
+    format!(r#"{{"service":"{service}","event_type":"{event_type}","timestamp":"2026-01-01T00:00:00Z","payload":{{"i":{i},"tags":["a","b"],"nested":{{"ok":true}}}}}}"#).into_bytes()
+}
+
+/// `n` valid events spread evenly over `partitions`, with known services.
+pub fn events(n: u64, partitions: i32) -> Vec<(i32, Option<Vec<u8>>)> {
+    (0..n).map(|i| ((i % partitions as u64) as i32, Some(event(&format!("svc{}", i % 3), "order.created", i)))).collect()
+}
