@@ -1,0 +1,54 @@
+//! SIGKILL at any moment loses and duplicates nothing: aurore is killed several times while
+//! 200,000 events flow, and restarted each time.
+
+use std::time::Duration;
+
+use integration_tests::{Env, event, wait_until};
+
+#[tokio::test]
+async fn sigkill_at_several_points_loses_and_duplicates_nothing() {
+    const TOTAL: u64 = 200_000;
+    let env = Env::new("crash", 6, &[]).await;
+    let producer = env.producer(&[]);
+    // Produce while aurore runs: the stream keeps flowing across the kills.
+    let produce = {
+        let env_topic = env.topic.clone();
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for chunk in 0..20u64 {
+                let batch: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000)
+                    .map(|i| {
+                        let rec_p = (i % 6) as i32;
+                        (rec_p, event(&format!("svc{}", i % 5), "payment.settled", i))
+                    })
+                    .collect();
+                let sends = batch.iter().map(|(p, v)| {
+                    producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&env_topic).partition(*p).payload(v.as_slice()), Duration::from_secs(60))
+                });
+                for r in futures::future::join_all(sends).await {
+                    r.expect("produce");
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    // Kill at several points: early, mid-stream, while batches are in flight.
+    for (round, kill_at) in [5_000i64, 40_000, 90_000, 140_000].into_iter().enumerate() {
+        let mut aurore = env.spawn_aurore(&["--batch-size", "2000", "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=1000"]);
+        wait_until(&format!("round {round}: {kill_at} persisted"), Duration::from_secs(180), || async {
+            (env.persisted().await >= kill_at).then_some(())
+        })
+        .await;
+        aurore.kill9();
+        eprintln!("round {round}: killed at {} persisted", env.persisted().await);
+    }
+    produce.await.unwrap();
+    let _aurore = env.spawn_aurore(&[]);
+    env.wait_persisted(TOTAL as i64, Duration::from_secs(300)).await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (TOTAL as i64, 0));
+    // The producer's own payload index: every one of them exactly once.
+    let db = env.db().await;
+    let r = db.query_one("SELECT count(DISTINCT (payload->>'i')::int8), min((payload->>'i')::int8), max((payload->>'i')::int8) FROM events", &[]).await.unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)), (TOTAL as i64, 0, TOTAL as i64 - 1));
+}

@@ -1,0 +1,80 @@
+//! Bad input never blocks: 2 % invalid messages of many kinds are interleaved with valid ones.
+//! Every valid event is a row, every invalid one a dead letter with its specific reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use integration_tests::{Env, event};
+
+/// (message value, the reason aurore must give). `None`: a tombstone.
+fn bad_inputs() -> Vec<(Option<Vec<u8>>, &'static str)> {
+    let b = |s: &str| Some(s.as_bytes().to_vec());
+    vec![
+        (Some(b"\xff\xfe{\"service\":\"s\"}".to_vec()), "not_utf8"),
+        (b(r#"{"service":"s","event_type":"#), "invalid_json"),
+        (b("[1,2,3]"), "not_object"),
+        (b("42"), "not_object"),
+        (b(r#""just a string""#), "not_object"),
+        (b(r#"{"event_type":"t"}"#), "missing_field"),
+        (b(r#"{"service":"","event_type":"t"}"#), "empty_field"),
+        (Some(format!(r#"{{"service":"{}","event_type":"t"}}"#, "x".repeat(200)).into_bytes()), "field_too_long"),
+        (b(r#"{"service":17,"event_type":"t"}"#), "wrong_type"),
+        (b(r#"{"service":"s","event_type":"t","payload":{"k":"a\u0000b"}}"#), "nul_character"),
+        (b(r#"{"service":"s","event_type":"t","payload":"\udc00"}"#), "lone_surrogate"),
+        (b(r#"{"service":"s","event_type":"t","timestamp":"0000-01-01T00:00:00Z"}"#), "timestamp_out_of_range"),
+        (b(r#"{"service":"s","event_type":"t","timestamp":"not a time"}"#), "invalid_timestamp"),
+        (b(r#"{"service":"s","event_type":"t","id":"not-a-uuid"}"#), "invalid_id"),
+        (b(r#"{"service":"s","service":"s","event_type":"t"}"#), "duplicate_key"),
+        (Some([&b"\xef\xbb\xbf"[..], br#"{"service":"s","event_type":"t"}"#].concat()), "byte_order_mark"),
+        (Some(Vec::new()), "empty"),
+        (None, "tombstone"),
+        (b(r#"{"service":"s","event_type":"t","payload":1e999999}"#), "number_out_of_range"),
+        (Some(format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(2000), "]".repeat(2000)).into_bytes()), "too_deep"),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_messages_become_dead_letters_with_their_reason() {
+    let env = Env::new("dead_letters", 4, &[]).await;
+    let kinds = bad_inputs();
+    let mut messages = Vec::new();
+    let mut want: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut valid = 0i64;
+    for i in 0..20_000u64 {
+        let p = (i % 4) as i32;
+        if i % 50 == 7 {
+            let (value, reason) = &kinds[(i / 50) as usize % kinds.len()];
+            messages.push((p, value.clone()));
+            *want.entry(reason).or_default() += 1;
+        } else {
+            messages.push((p, Some(event("svc", "t", i))));
+            valid += 1;
+        }
+    }
+    let producer = env.producer(&[]);
+    env.produce(&producer, messages).await;
+    let aurore = env.spawn_aurore(&[]);
+    env.wait_persisted(20_000, Duration::from_secs(180)).await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (valid, 400));
+    let db = env.db().await;
+    let got: BTreeMap<String, i64> = db
+        .query("SELECT reason, count(*)::int8 FROM dead_letters GROUP BY reason", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: BTreeMap<String, i64> = want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    assert_eq!(got, want);
+    // The raw bytes are kept as received, and every detail says something.
+    let raw: Option<Vec<u8>> = db.query_one("SELECT raw FROM dead_letters WHERE reason = 'not_utf8' LIMIT 1", &[]).await.unwrap().get(0);
+    assert_eq!(raw.as_deref(), Some(&b"\xff\xfe{\"service\":\"s\"}"[..]));
+    let tomb: Option<Vec<u8>> = db.query_one("SELECT raw FROM dead_letters WHERE reason = 'tombstone' LIMIT 1", &[]).await.unwrap().get(0);
+    assert_eq!(tomb, None);
+    let empty_details: i64 = db.query_one("SELECT count(*) FROM dead_letters WHERE detail = ''", &[]).await.unwrap().get(0);
+    assert_eq!(empty_details, 0);
+    // And the metrics say the same.
+    let metrics = aurore.get("/metrics/prometheus").unwrap().1;
+    assert!(metrics.contains("events_dead_lettered_total{reason=\"tombstone\"} 20"), "{}", metrics.lines().filter(|l| l.contains("dead_lettered")).collect::<Vec<_>>().join("\n"));
+}

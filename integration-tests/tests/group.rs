@@ -1,0 +1,57 @@
+//! Several instances share one group, joining and leaving mid-stream: still exactly once.
+
+use std::time::Duration;
+
+use integration_tests::{Env, event, wait_until};
+
+const FAST_GROUP: [&str; 4] = ["--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=1000"];
+
+#[tokio::test]
+async fn two_then_three_instances_joining_and_leaving_stay_exactly_once() {
+    const TOTAL: u64 = 120_000;
+    let env = Env::new("group", 6, &[]).await;
+    let producer = env.producer(&[]);
+    let topic = env.topic.clone();
+    let produce = tokio::spawn(async move {
+        for chunk in 0..12u64 {
+            let batch: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000).map(|i| ((i % 6) as i32, event("svc", "t", i))).collect();
+            let sends = batch.iter().map(|(p, v)| {
+                producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_slice()), Duration::from_secs(60))
+            });
+            for r in futures::future::join_all(sends).await {
+                r.expect("produce");
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    let args: Vec<&str> = ["--batch-size", "1000"].into_iter().chain(FAST_GROUP).collect();
+    let a = env.spawn_aurore(&args);
+    let b = env.spawn_aurore(&args);
+    let reached = |n: i64| {
+        let env = &env;
+        async move { wait_until(&format!("{n} persisted"), Duration::from_secs(180), || async { (env.persisted().await >= n).then_some(()) }).await }
+    };
+    reached(20_000).await;
+    // Both share the work.
+    for x in [&a, &b] {
+        wait_until("each instance to own partitions", Duration::from_secs(60), || async {
+            let m = x.get("/metrics/prometheus")?.1;
+            m.lines().any(|l| l.starts_with("kafka_assigned_partitions ") && !l.ends_with(" 0")).then_some(())
+        })
+        .await;
+    }
+    let c = env.spawn_aurore(&args);
+    reached(50_000).await;
+    // A graceful leave and a crash, mid-stream.
+    a.signal("TERM");
+    reached(70_000).await;
+    let mut b = b;
+    b.kill9();
+    reached(90_000).await;
+    let d = env.spawn_aurore(&args);
+    produce.await.unwrap();
+    env.wait_persisted(TOTAL as i64, Duration::from_secs(300)).await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (TOTAL as i64, 0));
+    drop((c, d));
+}
