@@ -225,7 +225,7 @@ async fn migrate_with_retry(pool: &deadpool_postgres::Pool, shutdown: &Shutdown,
 async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Arc<Health>, max_labels: usize, stop: Shutdown) {
     const PERIOD: Duration = Duration::from_secs(5);
     let mut interval = tokio::time::interval(PERIOD);
-    let persisted = |m: &Metrics| m.events_processed_total.get() + Reject_total(m);
+    let persisted = |m: &Metrics| m.events_processed_total.get() + dead_lettered_total(m);
     let mut last = persisted(&metrics);
     let mut last_at = tokio::time::Instant::now();
     let mut labelled: Vec<String> = Vec::new();
@@ -254,8 +254,7 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
     }
 }
 
-#[allow(non_snake_case)]
-fn Reject_total(m: &Metrics) -> u64 {
+fn dead_lettered_total(m: &Metrics) -> u64 {
     crate::event::Reject::ALL.iter().map(|r| m.events_dead_lettered_total.with_label_values(&[r.label()]).get()).sum()
 }
 

@@ -354,7 +354,11 @@ pub struct Aurore {
 
 impl Aurore {
     pub fn spawn(env: &Env, extra: &[&str]) -> Aurore {
-        let port = free_port();
+        Self::spawn_with(env, extra, free_port(), &env.database_url)
+    }
+
+    /// On a given HTTP port, against a given database URL (a [`Proxy`]'s, say).
+    pub fn spawn_with(env: &Env, extra: &[&str], port: u16, database_url: &str) -> Aurore {
         let dir = std::env::temp_dir().join("aurore-it");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{}-{port}.log", env.name));
@@ -362,7 +366,7 @@ impl Aurore {
         let child = Command::new(aurore_bin())
             .args(env.aurore_args(port))
             .args(extra)
-            .env("DATABASE_URL", &env.database_url)
+            .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", &env.stack.brokers)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -436,4 +440,106 @@ pub fn event(service: &str, event_type: &str, i: u64) -> Vec<u8> {
 /// `n` valid events spread evenly over `partitions`, with known services.
 pub fn events(n: u64, partitions: i32) -> Vec<(i32, Option<Vec<u8>>)> {
     (0..n).map(|i| ((i % partitions as u64) as i32, Some(event(&format!("svc{}", i % 3), "order.created", i)))).collect()
+}
+
+/// aurore's /metrics/prometheus, parsed by a real exposition-format parser.
+pub struct Metrics(pub prometheus_parse::Scrape);
+
+impl Metrics {
+    pub fn scrape(aurore: &Aurore) -> Option<Metrics> {
+        let (status, body) = aurore.get("/metrics/prometheus")?;
+        assert_eq!(status, 200, "GET /metrics/prometheus");
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        Some(Metrics(prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format")))
+    }
+
+    /// The value of the sample `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+    }
+
+    pub fn help(&self, name: &str) -> Option<&str> {
+        self.0.docs.get(name).map(String::as_str)
+    }
+}
+
+/// Runs a PromQL instant query against the stack's Prometheus; returns (labels, value) rows.
+pub fn prometheus_query(expr: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+    let url = std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:9090".into());
+    let mut resp = ureq::get(&format!("{url}/api/v1/query")).query("query", expr).call().unwrap_or_else(|e| panic!("Prometheus at {url}: {e} (scripts/stack up starts it)"));
+    let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["status"], "success", "{body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"].as_object().unwrap().clone(), r["value"][1].as_str().unwrap().parse().unwrap()))
+        .collect()
+}
+
+/// A TCP proxy the test controls, to cut aurore off from PostgreSQL (or anything) and let it
+/// back, without touching the shared server.
+pub struct Proxy {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::Mutex<tokio::sync::watch::Sender<u64>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy listener");
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let cut = std::sync::Arc::new(std::sync::Mutex::new(tx));
+        let is_open = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !is_open.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let target = target.clone();
+                let mut cuts = rx.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {} // dropping both ends resets the connection
+                    }
+                });
+            }
+        });
+        Proxy { port, open, cut }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.lock().unwrap().send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Env {
+    /// `host:port` of the test database's server.
+    pub fn database_addr(&self) -> String {
+        let after = self.database_url.split_once('@').map_or(self.database_url.as_str(), |(_, a)| a);
+        after.split('/').next().unwrap().to_owned()
+    }
+
+    /// The test database's URL with its server replaced by `127.0.0.1:port` (a [`Proxy`]).
+    pub fn database_url_via(&self, port: u16) -> String {
+        self.database_url.replacen(&self.database_addr(), &format!("127.0.0.1:{port}"), 1)
+    }
 }

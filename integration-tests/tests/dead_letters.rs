@@ -78,3 +78,36 @@ async fn invalid_messages_become_dead_letters_with_their_reason() {
     let metrics = aurore.get("/metrics/prometheus").unwrap().1;
     assert!(metrics.contains("events_dead_lettered_total{reason=\"tombstone\"} 20"), "{}", metrics.lines().filter(|l| l.contains("dead_lettered")).collect::<Vec<_>>().join("\n"));
 }
+
+/// Rows that pass validation but PostgreSQL refuses (here a CHECK constraint, SQLSTATE 23514)
+/// are isolated by bisection and dead-lettered with PostgreSQL's message; the rest commits.
+#[tokio::test]
+async fn rows_postgres_refuses_are_isolated_and_dead_lettered() {
+    let env = Env::new("poison_rows", 2, &[]).await;
+    let migrated = std::process::Command::new(integration_tests::aurore_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", &env.database_url)
+        .status()
+        .unwrap();
+    assert!(migrated.success());
+    env.db().await.batch_execute("ALTER TABLE events ADD CONSTRAINT no_poison CHECK (service <> 'poison')").await.unwrap();
+    let messages: Vec<_> = (0..5_000u64)
+        .map(|i| {
+            let service = if i % 1000 == 500 { "poison" } else { "fine" };
+            ((i % 2) as i32, Some(format!(r#"{{"service":"{service}","event_type":"t","payload":{{"i":{i}}}}}"#).into_bytes()))
+        })
+        .collect();
+    env.produce(&env.producer(&[]), messages).await;
+    let _aurore = env.spawn_aurore(&["--no-migrate"]);
+    env.wait_persisted(5_000, Duration::from_secs(120)).await;
+    assert_eq!(env.assert_exactly_once().await, (4_995, 5));
+    let db = env.db().await;
+    let rows = db.query("SELECT reason, detail, convert_from(raw, 'UTF8') FROM dead_letters", &[]).await.unwrap();
+    for r in &rows {
+        assert_eq!(r.get::<_, &str>(0), "postgres_rejected");
+        assert!(r.get::<_, &str>(1).contains("no_poison"), "PostgreSQL's message: {}", r.get::<_, &str>(1));
+        assert!(r.get::<_, &str>(2).contains("\"poison\""), "the row's fields: {}", r.get::<_, &str>(2));
+    }
+    let counted: i64 = db.query_one("SELECT sum(events)::int8 FROM event_counts", &[]).await.unwrap().get(0);
+    assert_eq!(counted, 4_995, "refused rows are not counted");
+}

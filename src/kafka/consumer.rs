@@ -114,11 +114,13 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let starts = self.stored_starts(&partitions);
                 let mut unknown = TopicPartitionList::new();
+                let mut catch_up = TopicPartitionList::new();
                 for ((topic, p), start) in partitions.iter().zip(&starts) {
                     match start {
                         Some(Some(next)) => {
                             // Resume exactly where PostgreSQL says, whatever Kafka committed.
                             let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
+                            let _ = catch_up.add_partition_offset(topic, *p, Offset::Offset(*next));
                         }
                         Some(None) => {} // Kafka's committed offset, else auto.offset.reset
                         None => {
@@ -131,6 +133,13 @@ impl ConsumerContext for Context {
                 let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if unknown.count() > 0 {
                     let _ = consumer.pause(&unknown);
+                }
+                // Kafka follows PostgreSQL: a previous owner may have died between its COMMIT
+                // and its Kafka commit, and no new message may ever come to commit again.
+                if catch_up.count() > 0
+                    && let Err(e) = consumer.commit(&catch_up, CommitMode::Async)
+                {
+                    tracing::debug!(error = %e, "catching Kafka's offsets up with PostgreSQL failed");
                 }
                 self.health.joined.store(true, Ordering::Relaxed);
                 r

@@ -1,0 +1,82 @@
+//! PostgreSQL goes away for 30 s while 100,000 events flow: aurore is never restarted, stays in
+//! its group, reports the outage (503, app_health_status 0, circuit open), recovers on its own,
+//! and ends with exactly the events produced.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use integration_tests::{Aurore, Env, Metrics, Proxy, events, free_port, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_survived_and_reported() {
+    const TOTAL: u64 = 100_000;
+    let env = Env::new("outage", 6, &[]).await;
+    let proxy = Proxy::start(env.database_addr()).await;
+    let aurore = Aurore::spawn_with(&env, &["--breaker-threshold", "3", "--retry-backoff-max", "2s"], free_port(), &env.database_url_via(proxy.port));
+    let producer = env.producer(&[]);
+    let all = events(TOTAL, 6);
+    env.produce(&producer, all[..20_000].to_vec()).await;
+    env.wait_persisted(20_000, Duration::from_secs(120)).await;
+    aurore.wait_ready(Duration::from_secs(30)).await;
+    let before = Metrics::scrape(&aurore).unwrap();
+    let rebalances = before.get("kafka_rebalances_total", &[]).unwrap();
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let produce_rest = {
+        let env_rest = all[20_000..].to_vec();
+        let producer = producer.clone();
+        let topic = env.topic.clone();
+        tokio::spawn(async move {
+            for chunk in env_rest.chunks(10_000) {
+                let sends = chunk.iter().map(|(p, v)| {
+                    producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_deref().unwrap()), Duration::from_secs(60))
+                });
+                for r in futures::future::join_all(sends).await {
+                    r.expect("produce");
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let statuses = std::sync::Mutex::new(BTreeSet::new());
+    let down = wait_until("/health 503 and the circuit open", Duration::from_secs(30), || async {
+        let (code, body) = aurore.get("/health")?;
+        let h: serde_json::Value = serde_json::from_str(&body).ok()?;
+        statuses.lock().unwrap().insert(h["status"].as_str().unwrap_or("?").to_owned());
+        (code == 503 && h["circuit_breaker"] == "open").then_some(h)
+    })
+    .await;
+    assert_eq!(down["status"], "down");
+    let m = Metrics::scrape(&aurore).unwrap();
+    assert_eq!(m.get("app_health_status", &[]), Some(0.0));
+    assert_eq!(m.get("circuit_breaker_state", &[]), Some(2.0));
+    assert_eq!(m.get("database_connection_up", &[]), Some(0.0));
+    assert!(m.get("worker_flush_errors_total", &[("kind", "transient")]).unwrap() >= 3.0);
+    // Keep it down for 30 s, watching that aurore stays in its group and keeps its partitions.
+    while cut_at.elapsed() < Duration::from_secs(30) {
+        let m = Metrics::scrape(&aurore).expect("aurore keeps serving during the outage");
+        assert_eq!(m.get("kafka_assigned_partitions", &[]), Some(6.0), "still owns its partitions");
+        assert_eq!(m.get("kafka_rebalances_total", &[]), Some(rebalances), "no rebalance: it stayed in the group");
+        assert_eq!(m.get("buffer_events_dropped_total", &[]), Some(0.0));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let paused = Metrics::scrape(&aurore).unwrap().get("kafka_fetch_paused", &[]);
+    assert_eq!(paused, Some(1.0), "fetching paused while the circuit is open");
+
+    proxy.restore();
+    wait_until("/health 200, healthy, circuit closed", Duration::from_secs(60), || async {
+        let (code, body) = aurore.get("/health")?;
+        let h: serde_json::Value = serde_json::from_str(&body).ok()?;
+        statuses.lock().unwrap().insert(h["status"].as_str().unwrap_or("?").to_owned());
+        (code == 200 && h["status"] == "healthy" && h["circuit_breaker"] == "closed").then_some(())
+    })
+    .await;
+    produce_rest.await.unwrap();
+    env.wait_persisted(TOTAL as i64, Duration::from_secs(180)).await;
+    assert_eq!(env.assert_exactly_once().await, (TOTAL as i64, 0));
+    let m = Metrics::scrape(&aurore).unwrap();
+    assert_eq!(m.get("app_health_status", &[]), Some(1.0));
+    assert_eq!(m.get("kafka_rebalances_total", &[]), Some(rebalances), "never left the group");
+    eprintln!("statuses seen: {:?}", statuses.lock().unwrap());
+}
