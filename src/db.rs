@@ -30,7 +30,7 @@ pub enum Class {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", describe(source))]
     Postgres {
         context: &'static str,
         #[source]
@@ -65,6 +65,24 @@ impl DbError {
             DbError::Pool { .. } => Class::Fatal,
             DbError::Migration(_) | DbError::Build(_) => Class::Fatal,
         }
+    }
+}
+
+/// PostgreSQL's own words (tokio-postgres' Display says only "db error"), with the SQLSTATE.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(": ");
+                s.push_str(detail);
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 

@@ -218,17 +218,16 @@ impl Env {
         committed.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect()
     }
 
-    /// Where aurore will write to: every argument of `aurore run` that binds it to this test.
-    pub fn aurore_args(&self, http_port: u16) -> Vec<String> {
-        vec![
-            "run".into(),
-            "--topics".into(),
-            self.topic.clone(),
+    /// Where aurore will write to: every argument of `aurore run` that binds it to this test
+    /// (the test's topic, unless `extra` names `--topics`: repeated, they would add up).
+    pub fn aurore_args(&self, http_port: u16, extra: &[&str]) -> Vec<String> {
+        let topics = if extra.contains(&"--topics") { vec![] } else { vec!["--topics".to_string(), self.topic.clone()] };
+        ["run".to_string()].into_iter().chain(topics).chain([
             "--group-id".into(),
             self.group.clone(),
             "--http-addr".into(),
             format!("127.0.0.1:{http_port}"),
-        ]
+        ]).chain(extra.iter().map(|s| s.to_string())).collect()
     }
 
     /// Starts aurore on this test's topic and database.
@@ -364,8 +363,7 @@ impl Aurore {
         let log = dir.join(format!("{}-{port}.log", env.name));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(aurore_bin())
-            .args(env.aurore_args(port))
-            .args(extra)
+            .args(env.aurore_args(port, extra))
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", &env.stack.brokers)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
@@ -541,5 +539,30 @@ impl Env {
     /// The test database's URL with its server replaced by `127.0.0.1:port` (a [`Proxy`]).
     pub fn database_url_via(&self, port: u16) -> String {
         self.database_url.replacen(&self.database_addr(), &format!("127.0.0.1:{port}"), 1)
+    }
+}
+
+/// Runs `scripts/stack <args>` of this checkout (local-stack mode only).
+pub fn stack_command(args: &[&str]) {
+    assert_eq!(stack().via, "the running stack", "restarting a part needs the local stack (scripts/stack up), not {}", stack().via);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+    let status = Command::new(&script).args(args).status().expect("running scripts/stack");
+    assert!(status.success(), "scripts/stack {args:?} failed");
+}
+
+impl Env {
+    /// Produces `messages` in the background, `chunk` at a time with `pause` between chunks,
+    /// so that the stream keeps flowing while the test kills, restarts or cuts things off.
+    pub fn produce_stream(&self, producer: &FutureProducer, messages: Vec<(i32, Vec<u8>)>, chunk: usize, pause: Duration) -> tokio::task::JoinHandle<()> {
+        let (producer, topic) = (producer.clone(), self.topic.clone());
+        tokio::spawn(async move {
+            for part in messages.chunks(chunk) {
+                let sends = part.iter().map(|(p, v)| producer.send(FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_slice()), Duration::from_secs(180)));
+                for r in futures::future::join_all(sends).await {
+                    r.unwrap_or_else(|(e, _)| panic!("produce failed: {e}"));
+                }
+                tokio::time::sleep(pause).await;
+            }
+        })
     }
 }

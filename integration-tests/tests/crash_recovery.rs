@@ -11,27 +11,8 @@ async fn sigkill_at_several_points_loses_and_duplicates_nothing() {
     let env = Env::new("crash", 6, &[]).await;
     let producer = env.producer(&[]);
     // Produce while aurore runs: the stream keeps flowing across the kills.
-    let produce = {
-        let env_topic = env.topic.clone();
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            for chunk in 0..20u64 {
-                let batch: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000)
-                    .map(|i| {
-                        let rec_p = (i % 6) as i32;
-                        (rec_p, event(&format!("svc{}", i % 5), "payment.settled", i))
-                    })
-                    .collect();
-                let sends = batch.iter().map(|(p, v)| {
-                    producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&env_topic).partition(*p).payload(v.as_slice()), Duration::from_secs(60))
-                });
-                for r in futures::future::join_all(sends).await {
-                    r.expect("produce");
-                }
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        })
-    };
+    let stream = (0..TOTAL).map(|i| ((i % 6) as i32, event(&format!("svc{}", i % 5), "payment.settled", i))).collect();
+    let produce = env.produce_stream(&producer, stream, 10_000, Duration::from_millis(150));
     // Kill at several points: early, mid-stream, while batches are in flight.
     for (round, kill_at) in [5_000i64, 40_000, 90_000, 140_000].into_iter().enumerate() {
         let mut aurore = env.spawn_aurore(&["--batch-size", "2000", "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=1000"]);

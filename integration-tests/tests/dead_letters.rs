@@ -29,13 +29,18 @@ fn bad_inputs() -> Vec<(Option<Vec<u8>>, &'static str)> {
         (Some(Vec::new()), "empty"),
         (None, "tombstone"),
         (b(r#"{"service":"s","event_type":"t","payload":1e999999}"#), "number_out_of_range"),
-        (Some(format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(2000), "]".repeat(2000)).into_bytes()), "too_deep"),
+        (Some(format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000)).into_bytes()), "too_deep"),
+        (b(r#"{"event_type":"t","service":null}"#), "wrong_type"),
+        (b(r#"{"service":"s","event_type":"t","timestamp":"+300000-01-01T00:00:00Z"}"#), "invalid_timestamp"),
+        (b(r#"{"service":"s","event_type":"t","timestamp":17}"#), "invalid_timestamp"),
+        (b(r#"{"service":"s","event_type":"t","payload":{"a":1}"#), "invalid_json"),
     ]
 }
 
 #[tokio::test]
 async fn invalid_messages_become_dead_letters_with_their_reason() {
-    let env = Env::new("dead_letters", 4, &[]).await;
+    // The topic takes the 5 MiB message below (the broker's default limit is 1 MiB).
+    let env = Env::new("dead_letters", 4, &[("max.message.bytes", "10485760")]).await;
     let kinds = bad_inputs();
     let mut messages = Vec::new();
     let mut want: BTreeMap<&str, i64> = BTreeMap::new();
@@ -51,12 +56,17 @@ async fn invalid_messages_become_dead_letters_with_their_reason() {
             valid += 1;
         }
     }
-    let producer = env.producer(&[]);
+    // And one 5 MiB message, over --max-event-bytes (1 MiB): dead-lettered with its size.
+    let huge = format!(r#"{{"service":"s","event_type":"t","payload":"{}"}}"#, "x".repeat(5 << 20)).into_bytes();
+    messages.insert(10_001, (1, Some(huge.clone())));
+    *want.entry("oversized").or_default() += 1;
+    assert!(kinds.len() + 1 >= 20, "at least 20 kinds of bad input: {}", kinds.len() + 1);
+    let producer = env.producer(&[("message.max.bytes", "10485760")]);
     env.produce(&producer, messages).await;
     let aurore = env.spawn_aurore(&[]);
-    env.wait_persisted(20_000, Duration::from_secs(180)).await;
+    env.wait_persisted(20_001, Duration::from_secs(180)).await;
     let (rows, dead) = env.assert_exactly_once().await;
-    assert_eq!((rows, dead), (valid, 400));
+    assert_eq!((rows, dead), (valid, 401));
     let db = env.db().await;
     let got: BTreeMap<String, i64> = db
         .query("SELECT reason, count(*)::int8 FROM dead_letters GROUP BY reason", &[])
@@ -72,11 +82,19 @@ async fn invalid_messages_become_dead_letters_with_their_reason() {
     assert_eq!(raw.as_deref(), Some(&b"\xff\xfe{\"service\":\"s\"}"[..]));
     let tomb: Option<Vec<u8>> = db.query_one("SELECT raw FROM dead_letters WHERE reason = 'tombstone' LIMIT 1", &[]).await.unwrap().get(0);
     assert_eq!(tomb, None);
+    let (len, detail): (i32, String) = {
+        let r = db.query_one("SELECT length(raw), detail FROM dead_letters WHERE reason = 'oversized'", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(len, 64 * 1024, "an oversized message is not stored whole");
+    assert!(detail.contains(&huge.len().to_string()), "{detail}");
     let empty_details: i64 = db.query_one("SELECT count(*) FROM dead_letters WHERE detail = ''", &[]).await.unwrap().get(0);
     assert_eq!(empty_details, 0);
-    // And the metrics say the same.
-    let metrics = aurore.get("/metrics/prometheus").unwrap().1;
-    assert!(metrics.contains("events_dead_lettered_total{reason=\"tombstone\"} 20"), "{}", metrics.lines().filter(|l| l.contains("dead_lettered")).collect::<Vec<_>>().join("\n"));
+    // And the metrics say the same, reason by reason.
+    let metrics = integration_tests::Metrics::scrape(&aurore).unwrap();
+    for (reason, n) in &want {
+        assert_eq!(metrics.get("events_dead_lettered_total", &[("reason", reason)]), Some(*n as f64), "{reason}");
+    }
 }
 
 /// Rows that pass validation but PostgreSQL refuses (here a CHECK constraint, SQLSTATE 23514)

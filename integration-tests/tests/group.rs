@@ -11,19 +11,8 @@ async fn two_then_three_instances_joining_and_leaving_stay_exactly_once() {
     const TOTAL: u64 = 120_000;
     let env = Env::new("group", 6, &[]).await;
     let producer = env.producer(&[]);
-    let topic = env.topic.clone();
-    let produce = tokio::spawn(async move {
-        for chunk in 0..12u64 {
-            let batch: Vec<_> = (chunk * 10_000..(chunk + 1) * 10_000).map(|i| ((i % 6) as i32, event("svc", "t", i))).collect();
-            let sends = batch.iter().map(|(p, v)| {
-                producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_slice()), Duration::from_secs(60))
-            });
-            for r in futures::future::join_all(sends).await {
-                r.expect("produce");
-            }
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        }
-    });
+    let stream = (0..TOTAL).map(|i| ((i % 6) as i32, event("svc", "t", i))).collect();
+    let produce = env.produce_stream(&producer, stream, 10_000, Duration::from_millis(400));
     let args: Vec<&str> = ["--batch-size", "1000"].into_iter().chain(FAST_GROUP).collect();
     let a = env.spawn_aurore(&args);
     let b = env.spawn_aurore(&args);

@@ -23,22 +23,8 @@ async fn a_postgres_outage_is_survived_and_reported() {
 
     proxy.cut();
     let cut_at = Instant::now();
-    let produce_rest = {
-        let env_rest = all[20_000..].to_vec();
-        let producer = producer.clone();
-        let topic = env.topic.clone();
-        tokio::spawn(async move {
-            for chunk in env_rest.chunks(10_000) {
-                let sends = chunk.iter().map(|(p, v)| {
-                    producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_deref().unwrap()), Duration::from_secs(60))
-                });
-                for r in futures::future::join_all(sends).await {
-                    r.expect("produce");
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        })
-    };
+    let rest = all[20_000..].iter().map(|(p, v)| (*p, v.clone().unwrap())).collect();
+    let produce_rest = env.produce_stream(&producer, rest, 10_000, Duration::from_secs(2));
     let statuses = std::sync::Mutex::new(BTreeSet::new());
     let down = wait_until("/health 503 and the circuit open", Duration::from_secs(30), || async {
         let (code, body) = aurore.get("/health")?;

@@ -78,6 +78,8 @@ pub struct Context {
     health: Arc<Health>,
     changes: Mutex<Vec<Change>>,
     changed: AtomicBool,
+    /// Offsets Kafka has confirmed, per partition (updated per commit, not per event).
+    confirmed: Mutex<HashMap<(Arc<str>, i32), i64>>,
 }
 
 impl ClientContext for Context {
@@ -114,13 +116,11 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let starts = self.stored_starts(&partitions);
                 let mut unknown = TopicPartitionList::new();
-                let mut catch_up = TopicPartitionList::new();
                 for ((topic, p), start) in partitions.iter().zip(&starts) {
                     match start {
                         Some(Some(next)) => {
                             // Resume exactly where PostgreSQL says, whatever Kafka committed.
                             let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
-                            let _ = catch_up.add_partition_offset(topic, *p, Offset::Offset(*next));
                         }
                         Some(None) => {} // Kafka's committed offset, else auto.offset.reset
                         None => {
@@ -129,19 +129,16 @@ impl ConsumerContext for Context {
                     }
                 }
                 tracing::info!(partitions = ?partitions, starts = ?starts, "partitions assigned");
+                let assigned_any = !partitions.is_empty();
                 self.push(Change::Assigned(partitions.into_iter().zip(starts).map(|((t, p), s)| (t, p, s)).collect()));
                 let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if unknown.count() > 0 {
                     let _ = consumer.pause(&unknown);
                 }
-                // Kafka follows PostgreSQL: a previous owner may have died between its COMMIT
-                // and its Kafka commit, and no new message may ever come to commit again.
-                if catch_up.count() > 0
-                    && let Err(e) = consumer.commit(&catch_up, CommitMode::Async)
-                {
-                    tracing::debug!(error = %e, "catching Kafka's offsets up with PostgreSQL failed");
-                }
                 self.health.joined.store(true, Ordering::Relaxed);
+                if assigned_any && self.health.kafka() == KafkaState::BrokersDown {
+                    self.health.set_kafka(KafkaState::Ok);
+                }
                 r
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -176,9 +173,17 @@ impl ConsumerContext for Context {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // PostgreSQL holds the truth; Kafka catches up with the next commit.
-            tracing::debug!(error = %e, partitions = offsets.count(), "Kafka offset commit failed");
+        if let Err(e) = &result {
+            // Commits made during a rebalance fail (ILLEGAL_GENERATION); the poll loop commits
+            // again what Kafka has not confirmed. PostgreSQL holds the truth meanwhile.
+            tracing::debug!(error = %e, partitions = offsets.count(), "Kafka offset commit failed; it will be retried");
+            return;
+        }
+        let mut confirmed = self.confirmed.lock().expect("confirmed lock");
+        for e in offsets.elements() {
+            if let (Ok(()), Offset::Offset(n)) = (e.error(), e.offset()) {
+                confirmed.insert((Arc::from(e.topic()), e.partition()), n);
+            }
         }
     }
 }
@@ -270,8 +275,11 @@ pub struct Poller {
     topics: Vec<String>,
     paused: bool,
     next_resolve: Instant,
+    next_recommit: Instant,
+    next_topic_check: Instant,
     last_error: Option<(String, Instant)>,
-    /// Last `next_offset` persisted per partition, for the final synchronous commit.
+    /// Last `next_offset` persisted per owned partition: what Kafka's committed offset must
+    /// reach (see [`Poller::recommit`]) and what the final synchronous commit sends.
     persisted: HashMap<(Arc<str>, i32), i64>,
 }
 
@@ -287,6 +295,7 @@ impl Poller {
             health: p.health.clone(),
             changes: Mutex::new(Vec::new()),
             changed: AtomicBool::new(false),
+            confirmed: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<Context> = client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
         Ok(Poller {
@@ -310,6 +319,8 @@ impl Poller {
             topics: p.args.topics.clone(),
             paused: false,
             next_resolve: Instant::now(),
+            next_recommit: Instant::now(),
+            next_topic_check: Instant::now() + Duration::from_secs(5),
             last_error: None,
             persisted: HashMap::new(),
         })
@@ -325,6 +336,8 @@ impl Poller {
         while !self.shutdown.is_cancelled() {
             self.process_acks();
             self.process_changes();
+            self.recommit();
+            self.recheck_topics();
             self.resolve_unresolved();
             self.update_pause();
             self.flush_due();
@@ -341,21 +354,37 @@ impl Poller {
     /// A missing topic is an operator's error to report, not a reason to crash-loop: say so
     /// and keep waiting for it (librdkafka picks it up once it exists).
     fn check_topics(&self) {
-        match self.consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        match self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
             Ok(md) => {
                 let missing: Vec<&String> = self.topics.iter().filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str() && m.error().is_none())).collect();
                 if missing.is_empty() {
+                    if self.health.kafka() != KafkaState::Ok {
+                        tracing::info!(topics = ?self.topics, "every topic exists");
+                    }
                     self.health.set_kafka(KafkaState::Ok);
                 } else {
-                    tracing::error!(topics = ?missing, "topic does not exist; create it (scripts/stack up creates those in kafka/topics.conf). Waiting for it");
+                    if self.health.kafka() != KafkaState::TopicMissing {
+                        tracing::error!(topics = ?missing, "topic does not exist; create it (scripts/stack up creates those in kafka/topics.conf). Waiting for it");
+                    }
                     self.health.set_kafka(KafkaState::TopicMissing);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot reach the Kafka brokers; retrying");
+                if self.health.kafka() != KafkaState::BrokersDown {
+                    tracing::error!(error = %e, "cannot reach the Kafka brokers; retrying");
+                }
                 self.health.set_kafka(KafkaState::BrokersDown);
             }
         }
+    }
+
+    /// While a topic is missing (or the brokers were unreachable), look again every 5 s.
+    fn recheck_topics(&mut self) {
+        if self.health.kafka() == KafkaState::Ok || Instant::now() < self.next_topic_check {
+            return;
+        }
+        self.next_topic_check = Instant::now() + Duration::from_secs(5);
+        self.check_topics();
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -376,6 +405,9 @@ impl Poller {
             }
             Accept::NotAssigned => return,
         };
+        if self.health.kafka() == KafkaState::BrokersDown {
+            self.health.set_kafka(KafkaState::Ok);
+        }
         let value = msg.payload();
         let bytes = value.map_or(0, <[u8]>::len);
         let appended_at = msg.timestamp().to_millis().map_or_else(now_micros, |ms| ms * 1000);
@@ -499,6 +531,11 @@ impl Poller {
                             Some(start) => {
                                 self.tracker.assign(&topic, p, start);
                                 let _ = new.add_partition(&topic, p);
+                                // Kafka follows PostgreSQL: the previous owner may have died
+                                // between its COMMIT and its Kafka commit.
+                                if let Some(next) = start {
+                                    self.persisted.insert((Arc::from(topic.as_str()), p), next);
+                                }
                             }
                             None => self.tracker.assign_unresolved(&topic, p),
                         }
@@ -513,13 +550,40 @@ impl Poller {
                             self.buffer.release(u.messages, u.bytes);
                         }
                         self.tracker.revoke(&topic, p);
-                        self.persisted.remove(&(Arc::from(topic.as_str()), p));
+                        let key = (Arc::from(topic.as_str()), p);
+                        self.persisted.remove(&key);
+                        self.consumer.context().confirmed.lock().expect("confirmed lock").remove(&key);
                         let _ = self.metrics.kafka_consumer_lag.remove_label_values(&[&topic, &p.to_string()]);
                     }
                 }
             }
         }
         self.metrics.kafka_assigned_partitions.set(self.consumer.assignment().map_or(0, |a| a.count() as i64));
+    }
+
+    /// Every 2 s, commits again what PostgreSQL holds and Kafka has not confirmed: commits made
+    /// during a rebalance fail, and a partition that receives nothing more would otherwise
+    /// never be committed again.
+    fn recommit(&mut self) {
+        let now = Instant::now();
+        if now < self.next_recommit {
+            return;
+        }
+        self.next_recommit = now + Duration::from_secs(2);
+        let mut commit = TopicPartitionList::new();
+        {
+            let confirmed = self.consumer.context().confirmed.lock().expect("confirmed lock");
+            for (key, n) in &self.persisted {
+                if confirmed.get(key) != Some(n) {
+                    let _ = commit.add_partition_offset(&key.0, key.1, Offset::Offset(*n));
+                }
+            }
+        }
+        if commit.count() > 0
+            && let Err(e) = self.consumer.commit(&commit, CommitMode::Async)
+        {
+            tracing::debug!(error = %e, "Kafka offset re-commit not sent");
+        }
     }
 
     /// Partitions assigned while PostgreSQL could not say where they start: ask again.

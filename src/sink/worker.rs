@@ -73,10 +73,22 @@ pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch
         shared.metrics.worker_busy.dec();
         if let Err(e) = result {
             tracing::error!(worker = id, error = %e, "flush worker stopped");
+            // Nothing queued here will be persisted: hand it back so shutdown does not wait on it.
+            batches.close();
+            while let Ok(batch) = batches.try_recv() {
+                abandon(&shared, batch.units);
+            }
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Units that will not be persisted by this process: their events stay in Kafka, uncommitted.
+fn abandon(shared: &Shared, units: Vec<Unit>) {
+    for u in &units {
+        release(shared, u, None);
+    }
 }
 
 async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
@@ -84,14 +96,15 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
     let mut units = batch.units;
     let mut isolate = false;
     loop {
+        let aborted = || SinkError::Aborted("the shutdown timeout passed".into());
         tokio::select! {
             biased;
-            _ = shared.abort.cancelled() => return Err(SinkError::Aborted("the shutdown timeout passed".into())),
+            _ = shared.abort.cancelled() => return abandoned(shared, units, aborted()),
             _ = shared.breaker.ready() => {}
         }
         let attempt = tokio::select! {
             biased;
-            _ = shared.abort.cancelled() => return Err(SinkError::Aborted("the shutdown timeout passed".into())),
+            _ = shared.abort.cancelled() => return abandoned(shared, units, aborted()),
             r = attempt(shared, &units, isolate) => r,
         };
         match attempt {
@@ -127,17 +140,22 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                     tracing::warn!(error = %e, retry_in = ?delay, breaker = ?shared.breaker.state(), "PostgreSQL unavailable; the batch is kept and retried");
                     tokio::select! {
                         biased;
-                        _ = shared.abort.cancelled() => return Err(SinkError::Aborted(e.to_string())),
+                        _ = shared.abort.cancelled() => return abandoned(shared, units, SinkError::Aborted(e.to_string())),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
                 Class::Data | Class::Fatal => {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["fatal"]).inc();
-                    return Err(SinkError::Fatal(e));
+                    return abandoned(shared, units, SinkError::Fatal(e));
                 }
             },
         }
     }
+}
+
+fn abandoned(shared: &Shared, units: Vec<Unit>, e: SinkError) -> Result<(), SinkError> {
+    abandon(shared, units);
+    Err(e)
 }
 
 async fn attempt(shared: &Shared, units: &[Unit], isolate: bool) -> Result<Rejected, Failure> {
