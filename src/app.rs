@@ -24,11 +24,28 @@ use crate::sink::worker::{self, Shared};
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration.
 pub fn main(cli: Cli) -> ExitCode {
     init_tracing();
-    if let Command::Run(args) = &cli.command
-        && let Err(e) = args.validate()
-    {
+    let valid = match &cli.command {
+        Command::Run(args) => args.validate(),
+        Command::Produce(args) => args.validate(),
+        Command::Migrate(_) => Ok(()),
+    };
+    if let Err(e) = valid {
         eprintln!("aurore: {e}");
         return ExitCode::from(2);
+    }
+    if let Command::Produce(args) = cli.command {
+        // Blocking by nature (librdkafka's own threads do the work): no async runtime.
+        return match crate::produce::run(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e @ crate::produce::ProduceError::Config(_)) => {
+                eprintln!("aurore: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("aurore: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("aurore").build() {
         Ok(rt) => rt,
@@ -41,6 +58,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Produce(_) => unreachable!("handled above"),
         }
     });
     match result {

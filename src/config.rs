@@ -23,6 +23,77 @@ pub enum Command {
     Run(RunArgs),
     /// Apply the database migrations and exit.
     Migrate(DbArgs),
+    /// Publish synthetic events (or NDJSON lines) to Kafka: the load generator.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    /// Kafka bootstrap servers, comma-separated host:port. Default 127.0.0.1:9092.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic to publish to. Default `events`.
+    #[arg(long, env = "AURORE_PRODUCE_TOPIC", default_value = "events")]
+    pub topic: String,
+
+    /// Events to send; 0 means until interrupted (synthetic) or to the end of the input.
+    /// Default 100000.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+
+    /// Events per second; 0 means as fast as possible. Default 0.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+
+    /// Distinct services in synthetic events. Default 10.
+    #[arg(long, default_value_t = 10)]
+    pub services: usize,
+
+    /// Distinct event types in synthetic events. Default 5.
+    #[arg(long, default_value_t = 5)]
+    pub event_types: usize,
+
+    /// Approximate size of a synthetic payload, in bytes (the message is ~100 bytes more).
+    /// Default 300.
+    #[arg(long, default_value_t = 300)]
+    pub payload_bytes: usize,
+
+    /// Share of deliberately invalid messages, 0.0..=1.0. Default 0.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_ratio: f64,
+
+    /// Seed of the synthetic generator: the same seed gives the same events. Default 42.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Read NDJSON (one message value per line) from this file, or `-` for stdin, instead of
+    /// generating events.
+    #[arg(long)]
+    pub input: Option<String>,
+
+    /// Most messages queued or in flight before sending waits. Default 100000.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_in_flight: usize,
+
+    /// Extra librdkafka producer settings, `key=value`, repeatable.
+    #[arg(long = "kafka-config", value_parser = key_value)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+impl ProduceArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_topic(&self.topic) {
+            return Err(ConfigError(format!("--topic {:?} is not a Kafka topic name", self.topic)));
+        }
+        if !(0.0..=1.0).contains(&self.invalid_ratio) {
+            return Err(ConfigError(format!("--invalid-ratio must be within 0..1, got {}", self.invalid_ratio)));
+        }
+        if self.services == 0 || self.event_types == 0 || self.max_in_flight == 0 {
+            return Err(ConfigError("--services, --event-types and --max-in-flight must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
     argv.extend_from_slice(args);
     match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
         Command::Run(r) => r.validate().map(|()| r).map_err(|e| e.to_string()),
-        Command::Migrate(_) => unreachable!(),
+        _ => unreachable!(),
     }
 }
 
@@ -55,4 +55,21 @@ fn the_password_never_shows() {
     assert!(!format!("{cli:?}").contains("s3cret"));
     let err = "postgres://u:pw@h/".parse::<DatabaseUrl>().unwrap_err();
     assert!(!err.contains("pw"), "{err}");
+}
+
+#[test]
+fn produce_arguments_are_validated() {
+    let parse = |args: &[&str]| {
+        let mut argv = vec!["aurore", "produce"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+            Command::Produce(p) => p.validate().map(|()| p).map_err(|e| e.to_string()),
+            _ => unreachable!(),
+        }
+    };
+    let p = parse(&[]).unwrap();
+    assert_eq!((p.count, p.rate, p.services, p.event_types, p.payload_bytes, p.seed, p.topic.as_str()), (100_000, 0, 10, 5, 300, 42, "events"));
+    assert!(parse(&["--invalid-ratio", "1.5"]).unwrap_err().contains("--invalid-ratio"));
+    assert!(parse(&["--topic", "no way"]).unwrap_err().contains("topic"));
+    assert!(parse(&["--services", "0"]).unwrap_err().contains("at least 1"));
 }

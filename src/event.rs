@@ -259,35 +259,35 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
             }
             b'"' => {
                 i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    if b[i] == b'\\' {
-                        if b.get(i + 1) == Some(&b'u') {
-                            let cp = hex4(&b[i + 2..i + 6]);
-                            if cp == 0 {
-                                return Err(Invalid::new(
-                                    Reject::NulCharacter,
-                                    format!("`{field}` contains the \\u0000 escape, which jsonb cannot store"),
-                                ));
-                            }
-                            if (0xD800..0xDC00).contains(&cp) {
-                                let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
-                                    .then(|| hex4(&b[i + 8..i + 12]));
-                                if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
-                                    return Err(lone_surrogate(field));
-                                }
-                                i += 12;
-                                continue;
-                            }
-                            if (0xDC00..0xE000).contains(&cp) {
-                                return Err(lone_surrogate(field));
-                            }
-                            i += 6;
-                            continue;
-                        }
+                // Only quotes and escapes matter inside a string: jump to them.
+                while let Some(k) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+                    i += k;
+                    if b[i] == b'"' {
+                        break;
+                    }
+                    if b.get(i + 1) != Some(&b'u') {
                         i += 2;
                         continue;
                     }
-                    i += 1;
+                    let cp = hex4(&b[i + 2..i + 6]);
+                    if cp == 0 {
+                        return Err(Invalid::new(
+                            Reject::NulCharacter,
+                            format!("`{field}` contains the \\u0000 escape, which jsonb cannot store"),
+                        ));
+                    }
+                    if (0xD800..0xDC00).contains(&cp) {
+                        let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u')).then(|| hex4(&b[i + 8..i + 12]));
+                        if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                            return Err(lone_surrogate(field));
+                        }
+                        i += 12;
+                        continue;
+                    }
+                    if (0xDC00..0xE000).contains(&cp) {
+                        return Err(lone_surrogate(field));
+                    }
+                    i += 6;
                 }
                 i += 1;
             }

@@ -21,6 +21,7 @@
 //!   [`sink::breaker`]: the circuit breaker (pure, on tokio's clock).
 //! - [`db`]: the pool, migrations, queries and the error classification.
 //! - [`metrics`], [`health`], [`http`]: what operators see.
+//! - [`produce`]: the load generator behind `aurore produce`.
 
 pub mod app;
 pub mod batch;
@@ -33,5 +34,6 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod produce;
 pub mod shutdown;
 pub mod sink;
