@@ -148,8 +148,9 @@ pub struct RunArgs {
     pub buffer_capacity_bytes: usize,
 
     /// Fetching resumes when the buffer falls below this share of both capacities, in
-    /// percent. Default 50.
-    #[arg(long, env = "AURORE_BUFFER_RESUME_PERCENT", default_value_t = 50)]
+    /// percent. Default 75: fetching restarts while each worker still has a batch to commit,
+    /// so PostgreSQL does not sit idle while Kafka refills the buffer.
+    #[arg(long, env = "AURORE_BUFFER_RESUME_PERCENT", default_value_t = 75)]
     pub buffer_resume_percent: u8,
 
     /// Events (rows and dead letters) in one batch, one transaction. Default 5000.
