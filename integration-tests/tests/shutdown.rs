@@ -27,3 +27,21 @@ async fn sigterm_flushes_and_exits_zero_and_a_restart_continues() {
     env.wait_persisted(60_000, Duration::from_secs(180)).await;
     assert_eq!(env.assert_exactly_once().await, (60_000, 0));
 }
+
+/// What is buffered at SIGTERM is flushed, not dropped or left for a replay: with a 60 s
+/// linger nothing is persisted until the signal, and everything is after it.
+#[tokio::test]
+async fn sigterm_flushes_the_buffer() {
+    let env = Env::new("sigterm_flush", 2, &[]).await;
+    env.produce(&env.producer(&[]), events(3_000, 2)).await;
+    let mut aurore = env.spawn_aurore(&["--batch-size", "5000", "--linger", "60s"]);
+    wait_until("3,000 events buffered", Duration::from_secs(60), || async {
+        let m = integration_tests::Metrics::scrape(&aurore)?;
+        (m.get("buffer_size", &[]) == Some(3_000.0)).then_some(())
+    })
+    .await;
+    assert_eq!(env.persisted().await, 0, "nothing persisted before the linger or the signal");
+    aurore.signal("TERM");
+    assert_eq!(aurore.wait_exit(Duration::from_secs(40)).await, Some(0), "{}", aurore.log_text());
+    assert_eq!(env.assert_exactly_once().await, (3_000, 0));
+}
