@@ -191,15 +191,6 @@ pub struct Batch {
     pub units: Vec<Unit>,
 }
 
-impl Batch {
-    pub fn messages(&self) -> usize {
-        self.units.iter().map(|u| u.messages).sum()
-    }
-    pub fn bytes(&self) -> usize {
-        self.units.iter().map(|u| u.bytes).sum()
-    }
-}
-
 #[derive(Debug, Default)]
 struct Open {
     units: Vec<Unit>,

@@ -170,9 +170,3 @@ pub async fn business_counts(pool: &Pool) -> Result<Vec<(String, i64, i64)>, DbE
         .map_err(DbError::pg("reading event counts"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, Option<i64>>(2).unwrap_or(0))).collect())
 }
-
-pub async fn ping(pool: &Pool) -> Result<(), DbError> {
-    let client = pool.get().await.map_err(DbError::pool("checking the database"))?;
-    client.simple_query("SELECT 1").await.map_err(DbError::pg("checking the database"))?;
-    Ok(())
-}
