@@ -1,9 +1,13 @@
 //! The harness of aurore's integration tests: the real Kafka and PostgreSQL, never mocks.
 //!
-//! Endpoints come from `KAFKA_BROKERS` and `DATABASE_URL`, defaulting to the local stack
-//! (`scripts/stack up`). When those cannot be reached and a Docker engine can, Kafka and
-//! PostgreSQL are started with testcontainers. When neither works the test fails, saying how
-//! to start them: it never skips.
+//! Where they come from is chosen by `AURORE_IT_BACKEND`:
+//! - `stack`: the running local stack (`scripts/stack up`), or `KAFKA_BROKERS` and `DATABASE_URL`.
+//! - `containers`: every test ([`Env`]) starts its own Kafka and PostgreSQL with testcontainers,
+//!   and they are removed when the test ends. The images are `apache/kafka:4.1.1` and
+//!   `postgres:15` unless `AURORE_IT_KAFKA_IMAGE` / `AURORE_IT_POSTGRES_IMAGE` name others
+//!   (`scripts/images` builds local stand-ins for a machine without a registry).
+//! - unset (`auto`): the local stack when it answers, else containers when a Docker engine is
+//!   available. When neither works the test fails, saying how to start them: it never skips.
 //!
 //! Every test gets its own topic, consumer group and database ([`Env::new`]), so tests run in
 //! parallel. aurore runs as a child process ([`Aurore`]), as in production.
@@ -12,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -26,42 +30,74 @@ use tokio_postgres::NoTls;
 pub const LOCAL_KAFKA: &str = "127.0.0.1:9092";
 pub const LOCAL_DATABASE: &str = "postgres://aurore:aurore@127.0.0.1:5432/aurore_events";
 
-/// Where Kafka and PostgreSQL are, for every test of this process.
+/// Where Kafka and PostgreSQL are, for one test (containers) or every test of the process.
 pub struct Stack {
     pub brokers: String,
     /// A database the tests' role may CREATE DATABASE from.
     pub admin_url: String,
     pub via: &'static str,
+    /// The test's own containers, removed when the last holder drops this.
+    _containers: Option<containers::Running>,
 }
 
-static STACK: OnceLock<Stack> = OnceLock::new();
-
-pub fn stack() -> &'static Stack {
-    // Probing blocks (and testcontainers' sync runner has its own runtime): off the test's runtime.
-    STACK.get_or_init(|| std::thread::scope(|s| s.spawn(find_stack).join().unwrap_or_else(|e| std::panic::resume_unwind(e))))
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Backend {
+    Stack,
+    Containers,
+    Auto,
 }
 
-fn find_stack() -> Stack {
-    {
-        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| LOCAL_KAFKA.into());
-        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| LOCAL_DATABASE.into());
-        let kafka = kafka_reachable(&brokers);
-        let pg = pg_reachable(&admin_url);
-        if kafka.is_ok() && pg.is_ok() {
-            return Stack { brokers, admin_url, via: "the running stack" };
-        }
-        if docker_available() {
-            return containers::start();
-        }
-        panic!(
-            "\n\nThe integration tests need the real Kafka and PostgreSQL, and cannot reach them:\n  \
-             Kafka at {brokers}: {}\n  PostgreSQL at {}: {}\nStart the local stack with `scripts/stack up` \
-             (or set KAFKA_BROKERS and DATABASE_URL), or make a Docker engine available for testcontainers.\n",
-            kafka.err().unwrap_or_else(|| "ok".into()),
-            redact(&admin_url),
-            pg.err().unwrap_or_else(|| "ok".into()),
-        )
+fn backend() -> Backend {
+    match std::env::var("AURORE_IT_BACKEND").as_deref() {
+        Ok("stack") => Backend::Stack,
+        Ok("containers") => Backend::Containers,
+        Ok("auto") | Ok("") | Err(_) => Backend::Auto,
+        Ok(other) => panic!("AURORE_IT_BACKEND={other:?}: expected stack, containers or auto"),
     }
+}
+
+static LOCAL: OnceLock<Option<Arc<Stack>>> = OnceLock::new();
+
+/// The Kafka and PostgreSQL of a new test.
+pub fn stack() -> Arc<Stack> {
+    // Probing and testcontainers' sync runner block (the runner has its own runtime): off the
+    // test's runtime.
+    off_runtime(|| {
+        let backend = backend();
+        if backend != Backend::Containers {
+            if let Some(local) = LOCAL.get_or_init(|| local_stack(backend)) {
+                return local.clone();
+            }
+        }
+        Arc::new(containers::start())
+    })
+}
+
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+}
+
+/// The local stack, if it answers; `None` in auto mode when containers should be tried.
+fn local_stack(backend: Backend) -> Option<Arc<Stack>> {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| LOCAL_KAFKA.into());
+    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| LOCAL_DATABASE.into());
+    let kafka = kafka_reachable(&brokers);
+    let pg = pg_reachable(&admin_url);
+    if kafka.is_ok() && pg.is_ok() {
+        return Some(Arc::new(Stack { brokers, admin_url, via: "the running stack", _containers: None }));
+    }
+    if backend == Backend::Auto && docker_available() {
+        return None;
+    }
+    panic!(
+        "\n\nThe integration tests need the real Kafka and PostgreSQL, and cannot reach them:\n  \
+         Kafka at {brokers}: {}\n  PostgreSQL at {}: {}\nStart the local stack with `scripts/stack up` \
+         (or set KAFKA_BROKERS and DATABASE_URL), or make a Docker engine available and set \
+         AURORE_IT_BACKEND=containers (testcontainers; `scripts/images` builds the images here).\n",
+        kafka.err().unwrap_or_else(|| "ok".into()),
+        redact(&admin_url),
+        pg.err().unwrap_or_else(|| "ok".into()),
+    )
 }
 
 fn redact(url: &str) -> String {
@@ -94,32 +130,63 @@ fn docker_available() -> bool {
 
 mod containers {
     use super::Stack;
-    use std::sync::OnceLock;
     use testcontainers::runners::SyncRunner;
     use testcontainers::{Container, ImageExt};
     use testcontainers_modules::{kafka::apache, postgres::Postgres};
 
-    static RUNNING: OnceLock<(Container<apache::Kafka>, Container<Postgres>)> = OnceLock::new();
+    /// A test's Kafka and PostgreSQL containers; dropping this removes them.
+    pub struct Running(Option<(Container<apache::Kafka>, Container<Postgres>)>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            // The sync runner blocks on its own runtime, which must not be the test's.
+            if let Some(containers) = self.0.take() {
+                super::off_runtime(move || drop(containers));
+            }
+        }
+    }
+
+    /// `name:tag` from the environment variable, or the default.
+    fn image(var: &str, default: &str) -> (String, String) {
+        let image = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+            _ => (image, "latest".to_owned()),
+        }
+    }
 
     pub fn start() -> Stack {
-        let (kafka, pg) = RUNNING.get_or_init(|| {
-            let kafka = apache::Kafka::default().start().expect("starting Kafka with testcontainers");
-            let pg = Postgres::default()
-                .with_user("aurore")
-                .with_password("aurore")
-                .with_db_name("aurore_events")
-                .with_tag("15")
-                .start()
-                .expect("starting PostgreSQL with testcontainers");
-            (kafka, pg)
-        });
+        let (kname, ktag) = image("AURORE_IT_KAFKA_IMAGE", "apache/kafka:4.1.1");
+        let (pname, ptag) = image("AURORE_IT_POSTGRES_IMAGE", "postgres:15");
+        let kafka = apache::Kafka::default()
+            .with_jvm_image()
+            .with_name(&kname)
+            .with_tag(&ktag)
+            .start()
+            .unwrap_or_else(|e| panic!("starting Kafka ({kname}:{ktag}) with testcontainers: {e}"));
+        // The module's defaults are an old tag and no pg_stat_statements: both set here.
+        let pg = Postgres::default()
+            .with_user("aurore")
+            .with_password("aurore")
+            .with_db_name("aurore_events")
+            .with_name(&pname)
+            .with_tag(&ptag)
+            .with_cmd(["postgres", "-c", "fsync=off", "-c", "shared_preload_libraries=pg_stat_statements", "-c", "max_connections=200"])
+            .start()
+            .unwrap_or_else(|e| panic!("starting PostgreSQL ({pname}:{ptag}) with testcontainers: {e}"));
         let kport = kafka.get_host_port_ipv4(apache::KAFKA_PORT).expect("Kafka port");
         let pport = pg.get_host_port_ipv4(5432).expect("PostgreSQL port");
+        eprintln!("[testcontainers] started Kafka {kname}:{ktag} (container {}) on 127.0.0.1:{kport} and PostgreSQL {pname}:{ptag} (container {}) on 127.0.0.1:{pport}", short(kafka.id()), short(pg.id()));
         Stack {
             brokers: format!("127.0.0.1:{kport}"),
             admin_url: format!("postgres://aurore:aurore@127.0.0.1:{pport}/aurore_events"),
             via: "testcontainers",
+            _containers: Some(Running(Some((kafka, pg)))),
         }
+    }
+
+    fn short(id: &str) -> &str {
+        &id[..id.len().min(12)]
     }
 }
 
@@ -130,7 +197,7 @@ pub struct Env {
     pub group: String,
     pub database_url: String,
     pub partitions: i32,
-    pub stack: &'static Stack,
+    pub stack: Arc<Stack>,
 }
 
 impl Env {
@@ -146,7 +213,7 @@ impl Env {
             database_url: replace_db(&stack.admin_url, &format!("aurore_it_{name}")),
             name,
             partitions,
-            stack,
+            stack: stack.clone(),
         };
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &stack.brokers).create().expect("Kafka admin client");
         let mut topic = NewTopic::new(&env.topic, partitions, TopicReplication::Fixed(1));
@@ -543,8 +610,8 @@ impl Env {
 }
 
 /// Runs `scripts/stack <args>` of this checkout (local-stack mode only).
-pub fn stack_command(args: &[&str]) {
-    assert_eq!(stack().via, "the running stack", "restarting a part needs the local stack (scripts/stack up), not {}", stack().via);
+pub fn stack_command(env: &Env, args: &[&str]) {
+    assert_eq!(env.stack.via, "the running stack", "restarting a part needs the local stack (scripts/stack up), not {}", env.stack.via);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
     let status = Command::new(&script).args(args).status().expect("running scripts/stack");
     assert!(status.success(), "scripts/stack {args:?} failed");

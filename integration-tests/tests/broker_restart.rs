@@ -15,7 +15,7 @@ async fn a_broker_restart_mid_stream_keeps_exactly_once() {
     let stream = (0..TOTAL).map(|i| ((i % 6) as i32, event("svc", "t", i))).collect();
     let produce = env.produce_stream(&producer, stream, 5_000, Duration::from_millis(500));
     wait_until("15,000 persisted", Duration::from_secs(120), || async { (env.persisted().await >= 15_000).then_some(()) }).await;
-    tokio::task::spawn_blocking(|| stack_command(&["restart", "kafka"])).await.unwrap();
+    tokio::task::block_in_place(|| stack_command(&env, &["restart", "kafka"]));
     produce.await.unwrap();
     env.wait_persisted(TOTAL as i64, Duration::from_secs(240)).await;
     assert_eq!(env.assert_exactly_once().await, (TOTAL as i64, 0));
