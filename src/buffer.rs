@@ -5,6 +5,7 @@
 //! refuses an event: full means "pause fetching", never "drop".
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Buffer {
@@ -65,9 +66,94 @@ impl Buffer {
     }
 }
 
+/// What the poll loop does about back-pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Take messages.
+    Fetch,
+    /// The buffer is full: take nothing, and do not poll (librdkafka keeps its prefetched
+    /// messages, so taking restarts at once when a batch commits).
+    Hold,
+    /// The assignment is paused (held too long, or the circuit breaker is open); polling goes
+    /// on, taking nothing.
+    Pause,
+}
+
+/// Back-pressure in two steps: a full buffer holds, and pauses only if it stays full for
+/// `hold_max` (or at once with the circuit breaker open). Both end below the buffer's
+/// low-water mark (and with the breaker closed).
+#[derive(Debug)]
+pub struct Backpressure {
+    hold_max: Duration,
+    flow: Flow,
+    full_since: Option<Instant>,
+}
+
+impl Backpressure {
+    pub fn new(hold_max: Duration) -> Self {
+        Backpressure { hold_max, flow: Flow::Fetch, full_since: None }
+    }
+
+    pub fn flow(&self) -> Flow {
+        self.flow
+    }
+
+    /// The flow for now, given the buffer and the breaker.
+    pub fn update(&mut self, buffer: &Buffer, breaker_open: bool, now: Instant) -> Flow {
+        // Hysteresis: once constrained, stay so until below the low-water mark.
+        let full = if self.full_since.is_some() { !buffer.may_resume() } else { buffer.is_full() };
+        self.full_since = if full { Some(self.full_since.unwrap_or(now)) } else { None };
+        self.flow = match self.full_since {
+            _ if breaker_open => Flow::Pause,
+            Some(since) if now.duration_since(since) >= self.hold_max => Flow::Pause,
+            Some(_) => Flow::Hold,
+            None => Flow::Fetch,
+        };
+        self.flow
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_buffer_holds_then_pauses_and_both_end_below_the_low_water_mark() {
+        let b = Buffer::new(10, 1000, 50);
+        let mut bp = Backpressure::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(bp.update(&b, false, t0), Flow::Fetch);
+        b.add(10, 100);
+        assert_eq!(bp.update(&b, false, t0), Flow::Hold);
+        assert_eq!(bp.update(&b, false, t0 + Duration::from_millis(999)), Flow::Hold);
+        assert_eq!(bp.update(&b, false, t0 + Duration::from_secs(1)), Flow::Pause, "held for hold_max");
+        b.release(5, 50);
+        assert_eq!(bp.update(&b, false, t0 + Duration::from_secs(2)), Flow::Pause, "5 of 10 is not below 50 %");
+        b.release(1, 10);
+        assert_eq!(bp.update(&b, false, t0 + Duration::from_secs(3)), Flow::Fetch);
+        // A short hold that ends before hold_max never pauses.
+        b.add(6, 60);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(bp.update(&b, false, t1), Flow::Hold);
+        b.release(6, 60);
+        assert_eq!(bp.update(&b, false, t1 + Duration::from_millis(200)), Flow::Fetch);
+        // The hold_max clock restarts with each hold.
+        b.add(10, 100);
+        assert_eq!(bp.update(&b, false, t1 + Duration::from_millis(900)), Flow::Hold);
+        assert_eq!(bp.update(&b, false, t1 + Duration::from_millis(1800)), Flow::Hold);
+    }
+
+    #[test]
+    fn an_open_breaker_pauses_whatever_the_buffer_holds() {
+        let b = Buffer::new(10, 1000, 50);
+        let mut bp = Backpressure::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(bp.update(&b, true, t0), Flow::Pause);
+        assert_eq!(bp.update(&b, false, t0), Flow::Fetch);
+        b.add(10, 100);
+        assert_eq!(bp.update(&b, true, t0), Flow::Pause);
+        assert_eq!(bp.update(&b, false, t0), Flow::Hold, "closed again, still full: hold");
+    }
 
     #[test]
     fn full_pauses_and_resumes_below_the_low_water_mark() {

@@ -78,7 +78,7 @@ impl Metrics {
             buffer_utilization_percent: fgauge("buffer_utilization_percent", "Buffer fill, in percent of the fuller of its two capacities (events, bytes)."),
             buffer_events_enqueued_total: counter("buffer_events_enqueued_total", "Events taken from Kafka into the buffer, in events."),
             buffer_events_dropped_total: counter("buffer_events_dropped_total", "Events dropped by the buffer: always 0, a full buffer pauses fetching instead."),
-            kafka_fetch_paused: gauge("kafka_fetch_paused", "1 while fetching from Kafka is paused (buffer full or circuit breaker open), else 0."),
+            kafka_fetch_paused: gauge("kafka_fetch_paused", "1 while no messages are taken from Kafka (buffer full: held, then paused after 1 s; or circuit breaker open), else 0."),
 
             events_throughput_per_second: fgauge("events_throughput_per_second", "Events persisted per second (rows and dead letters), averaged over the last 5 s."),
             events_processed_total: counter("events_processed_total", "Events persisted as rows of the events table, in events."),
