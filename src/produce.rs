@@ -7,10 +7,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Statistics};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -21,11 +21,18 @@ use crate::config::ProduceArgs;
 struct Counts {
     delivered: AtomicU64,
     failed: AtomicU64,
+    pid_assigned: AtomicBool,
 }
 
 struct Delivery(Arc<Counts>);
 
-impl ClientContext for Delivery {}
+impl ClientContext for Delivery {
+    fn stats(&self, stats: Statistics) {
+        if stats.eos.is_some_and(|e| e.idemp_state == "Assigned") {
+            self.0.pid_assigned.store(true, Relaxed);
+        }
+    }
+}
 
 impl ProducerContext for Delivery {
     type DeliveryOpaque = ();
@@ -50,6 +57,8 @@ pub enum ProduceError {
     Input(String, std::io::Error),
     #[error("{0} of {1} messages were not delivered")]
     Undelivered(u64, u64),
+    #[error("cannot publish to topic {0:?}: {1}")]
+    Topic(String, String),
 }
 
 /// The summary printed at the end.
@@ -73,11 +82,27 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
         .set("compression.type", "lz4")
         // Bounded in flight: send() answers QueueFull beyond this many undelivered messages.
         .set("queue.buffering.max.messages", args.max_in_flight.to_string())
-        .set("queue.buffering.max.kbytes", "1048576");
+        .set("queue.buffering.max.kbytes", "1048576")
+        // Statistics carry the idempotent producer's state (see below).
+        .set("statistics.interval.ms", "100");
     for (k, v) in &args.kafka_config {
         config.set(k, v);
     }
     let producer: ThreadedProducer<Delivery> = config.create_with_context(Delivery(counts.clone())).map_err(ProduceError::Config)?;
+    // Connected, and the topic exists, before the first event is stamped: events must not wait
+    // in the queue for the connection (that would count as end-to-end latency downstream), and
+    // a missing topic is said at once instead of after message.timeout.ms.
+    let metadata = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(30)).map_err(|e| ProduceError::Topic(args.topic.clone(), e.to_string()))?;
+    if let Some(err) = metadata.topics().first().and_then(|t| t.error()) {
+        return Err(ProduceError::Topic(args.topic.clone(), RDKafkaErrorCode::from(err).to_string()));
+    }
+    // The idempotent producer sends nothing before the broker gives it a producer id, which
+    // takes 0.2 s or, when librdkafka's first try finds no broker up, 0.7 s (measured). The
+    // statistics callback says when it has one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !counts.pid_assigned.load(Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = Instant::now();
     let mut out = Sender { producer: &producer, topic: &args.topic, counts: &counts, pacer: Pacer::new(args.rate), progress: Progress::new(args.count, counts.clone()), sent: 0 };
     match &args.input {
