@@ -141,11 +141,13 @@ const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5e7a_9d34_2b
 /// The id of an event that carries none: a UUID v5 of "topic/partition/offset", so that a
 /// replay of the same message maps to the same id.
 pub fn derived_id(topic: &str, partition: i32, offset: i64) -> Uuid {
-    use std::io::Write;
     let mut name = [0u8; 320]; // topic names are at most 249 bytes
-    let mut w = &mut name[..];
-    let _ = write!(w, "{topic}/{partition}/{offset}");
-    let len = 320 - w.len();
+    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let mut len = 0;
+    for part in [topic.as_bytes(), b"/", p.format(partition).as_bytes(), b"/", o.format(offset).as_bytes()] {
+        name[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, &name[..len])
 }
 
@@ -293,10 +295,15 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
+                let mut exponent = false;
                 while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    exponent |= (b[i] | 0x20) == b'e';
                     i += 1;
                 }
-                number_storable(field, &json[start..i])?;
+                // Without an exponent only a number of thousands of digits can be out of range.
+                if exponent || i - start > 16_000 {
+                    number_storable(field, &json[start..i])?;
+                }
             }
             _ => i += 1,
         }

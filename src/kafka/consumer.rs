@@ -358,10 +358,21 @@ impl Poller {
                 }
                 continue;
             }
-            match consumer.poll(timeout) {
-                None => {}
-                Some(Ok(msg)) => self.process_message(&msg),
-                Some(Err(e)) => self.process_error(e),
+            // One round of the housekeeping above per burst of messages, not per message.
+            let mut wait = timeout;
+            for _ in 0..BURST {
+                match consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(msg)) => self.process_message(&msg),
+                    Some(Err(e)) => {
+                        self.process_error(e);
+                        break;
+                    }
+                }
+                if self.buffer.is_full() {
+                    break;
+                }
+                wait = Duration::ZERO;
             }
         }
         self.drain_and_close(consumer)
@@ -707,6 +718,9 @@ impl Poller {
         Ok(())
     }
 }
+
+/// Messages taken per round of the poll loop's housekeeping (acks, commits, flush deadlines).
+const BURST: usize = 256;
 
 /// The longest a full buffer holds the poll loop before the assignment is paused (see
 /// [`Poller::update_pause`]): the most a rebalance waits for the loop because of it.
