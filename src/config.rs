@@ -138,8 +138,8 @@ pub struct RunArgs {
     #[arg(long = "kafka-config", env = "AURORE_KAFKA_CONFIG", value_delimiter = ';', value_parser = key_value)]
     pub kafka_config: Vec<(String, String)>,
 
-    /// Buffer capacity, in events fetched from Kafka and not yet persisted. Fetching pauses
-    /// when it is reached. Default 10000.
+    /// Buffer capacity, in events fetched from Kafka and not yet persisted. When it is reached
+    /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default 10000.
     #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 10_000)]
     pub buffer_capacity: usize,
 
