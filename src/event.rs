@@ -240,6 +240,9 @@ fn name(field: &str, value: &str) -> Result<(), Invalid> {
 /// nesting deeper than [`MAX_DEPTH`] (PostgreSQL's parser recurses).
 /// One pass over the bytes, no allocation; strings are skipped except for their escapes.
 fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
+    if obviously_storable(json.as_bytes()) {
+        return Ok(());
+    }
     let b = json.as_bytes();
     let mut i = 0;
     let mut depth = 0usize;
@@ -309,6 +312,17 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// Most values cannot fail [`json_storable`]'s checks, and a few vectorised searches prove it:
+/// no backslash (so no `\u` escape), no more brackets than [`MAX_DEPTH`] (so not too deep),
+/// no exponent and not thousands of bytes (so every number fits numeric). An `e` after a digit
+/// inside a string only sends the value to the full scan.
+fn obviously_storable(b: &[u8]) -> bool {
+    b.len() < 16_000
+        && memchr::memchr(b'\\', b).is_none()
+        && memchr::memchr2_iter(b'[', b'{', b).count() <= MAX_DEPTH
+        && memchr::memchr2_iter(b'e', b'E', b).all(|i| i == 0 || !matches!(b[i - 1], b'0'..=b'9' | b'.'))
 }
 
 fn lone_surrogate(field: &str) -> Invalid {
