@@ -1,8 +1,9 @@
 //! The bounded buffer's accounting: events and bytes fetched from Kafka and not yet persisted.
 //!
 //! The events themselves live in the batches being built and persisted; this only counts them,
-//! with atomics, so the poll thread can decide to pause fetching without taking a lock. It never
-//! refuses an event: full means "pause fetching", never "drop".
+//! with atomics, so the poll thread can decide to stop taking messages without taking a lock. It
+//! never refuses an event: full means "take no more" ([`Backpressure`]: hold, then pause), never
+//! "drop".
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};

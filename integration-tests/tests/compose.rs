@@ -47,15 +47,15 @@ fn the_compose_file_validates() {
 
 #[test]
 fn every_service_has_a_healthcheck_and_every_dependency_a_condition() {
-    let services = services(&normalised_config());
+    let normalised = services(&normalised_config());
     // Conditions as written (normalising adds service_started to a bare dependency).
-    let written = self::services(&std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap());
-    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    let written = services(&std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap());
+    let names: Vec<&str> = normalised.keys().map(String::as_str).collect();
     assert_eq!(names, ["aurore", "grafana", "kafka", "kafka_exporter", "postgres", "postgres_exporter", "producer", "prometheus", "topic-init"]);
-    for (name, lines) in &services {
+    for (name, lines) in &normalised {
         assert!(lines.iter().any(|l| l == "    healthcheck:"), "{name} has no healthcheck");
     }
-    assert_eq!(written.keys().collect::<Vec<_>>(), services.keys().collect::<Vec<_>>());
+    assert_eq!(written.keys().collect::<Vec<_>>(), normalised.keys().collect::<Vec<_>>());
     for (name, lines) in &written {
         let mut in_depends = false;
         let mut deps = 0;
@@ -71,7 +71,7 @@ fn every_service_has_a_healthcheck_and_every_dependency_a_condition() {
         }
         assert_eq!(deps, conditions, "{name}: every depends_on entry waits for service_healthy or service_completed_successfully");
     }
-    let has = |service: &str, text: &str| services[service].iter().any(|l| l.contains(text));
+    let has = |service: &str, text: &str| normalised[service].iter().any(|l| l.contains(text));
     assert!(has("aurore", "condition: service_completed_successfully"), "aurore waits for topic-init to succeed");
     assert!(has("aurore", "/health/ready"), "aurore's healthcheck is /health/ready");
     assert!(has("grafana", "published: 3001"), "Grafana on host port 3001");

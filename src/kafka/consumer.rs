@@ -24,13 +24,13 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batch::{Batch, Batcher};
+use crate::buffer::{Backpressure, Buffer, Flow};
 use crate::config::RunArgs;
 use crate::db;
 use crate::event;
 use crate::health::{Health, KafkaState};
 use crate::kafka::handoff::{Ack, Handoff};
 use crate::kafka::offsets::{Accept, OffsetTracker};
-use crate::buffer::{Backpressure, Buffer, Flow};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::breaker::{Breaker, State as BreakerState};
