@@ -130,7 +130,7 @@ impl Unit {
                 service: &event.service,
                 event_type: &event.event_type,
                 occurred_at,
-                payload: event.payload.map(|p| p.get()),
+                payload: event.payload,
                 extra: &event.extra,
             },
         );

@@ -7,7 +7,6 @@
 //! a version byte (1) followed by the JSON text, so payloads go in without re-serialising.
 
 use bytes::{BufMut, BytesMut};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use uuid::Uuid;
 
@@ -38,7 +37,7 @@ pub struct Row<'a> {
     /// JSON text; `None` stores `{}`.
     pub payload: Option<&'a str>,
     /// Unknown top-level fields; empty stores NULL.
-    pub extra: &'a [(Cow<'a, str>, &'a RawValue)],
+    pub extra: &'a [(Cow<'a, str>, &'a str)],
 }
 
 /// Appends one row to `buf`. The caller has validated the values (see `event::decode`).
@@ -72,7 +71,7 @@ pub fn encode_row(buf: &mut BytesMut, row: &Row<'_>) {
             // Writing a str into a BytesMut cannot fail.
             let _ = serde_json::to_writer((&mut *buf).writer(), key.as_ref());
             buf.put_u8(b':');
-            buf.put_slice(value.get().as_bytes());
+            buf.put_slice(value.as_bytes());
         }
         buf.put_u8(b'}');
         let len = (buf.len() - len_at - 4) as i32;

@@ -1,6 +1,7 @@
 //! The wire format: decode and validate one Kafka message into a borrowed [`Event`], or say
 //! why it is a dead letter. Pure: no I/O, no allocation for a well-formed event whose strings
-//! carry no escapes.
+//! carry no escapes. Most events take [`crate::fastpath`]; this module's general decoder decides
+//! the rest and explains every rejection.
 //!
 //! ```text
 //! {"id": "<uuid, optional>", "service": "<1..128 chars>", "event_type": "<1..128 chars>" ("type" is an alias),
@@ -27,7 +28,7 @@ pub const MIN_TIMESTAMP_MICROS: i64 = -2_208_988_800_000_000;
 pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
 
 /// A valid event, borrowing from the message it came from.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Event<'a> {
     pub id: Option<Uuid>,
     pub service: Cow<'a, str>,
@@ -35,9 +36,9 @@ pub struct Event<'a> {
     /// Microseconds since the Unix epoch, when the message carried a timestamp.
     pub timestamp_micros: Option<i64>,
     /// The payload's JSON text exactly as sent; `None` means `{}`.
-    pub payload: Option<&'a RawValue>,
-    /// Unknown top-level fields, kept as they came; stored in the `extra` jsonb column.
-    pub extra: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub payload: Option<&'a str>,
+    /// Unknown top-level fields and their JSON text as it came; stored in the `extra` jsonb column.
+    pub extra: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 /// Why a message is a dead letter. [`Reject::label`] is the bounded metric label.
@@ -166,6 +167,14 @@ pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<Event<'_>, Inval
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Invalid::new(Reject::NotUtf8, format!("message is not UTF-8: invalid byte at position {}", e.valid_up_to()))
     })?;
+    if let Some(event) = crate::fastpath::decode(text) {
+        return Ok(event);
+    }
+    decode_general(text)
+}
+
+/// Decodes and validates a UTF-8 message without the fast path: every case, every reason.
+pub fn decode_general(text: &str) -> Result<Event<'_>, Invalid> {
     if text.starts_with('\u{feff}') {
         return Err(Invalid::new(Reject::ByteOrderMark, "message starts with a byte order mark (U+FEFF)"));
     }
@@ -206,13 +215,13 @@ impl<'a> Event<'a> {
             ));
         }
         if let Some(p) = self.payload {
-            json_storable("payload", p.get())?;
+            json_storable("payload", p)?;
         }
         for (key, value) in &self.extra {
             if key.contains('\0') {
                 return Err(Invalid::new(Reject::NulCharacter, "a top-level key contains the NUL character"));
             }
-            json_storable(key, value.get())?;
+            json_storable(key, value)?;
         }
         Ok(self)
     }
@@ -265,7 +274,8 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
             b'"' => {
                 i += 1;
                 // Only quotes and escapes matter inside a string: jump to them.
-                while let Some(k) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+                // The text may be invalid JSON (see `classify`): every index is checked.
+                while let Some(k) = b.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
                     i += k;
                     if b[i] == b'"' {
                         break;
@@ -274,7 +284,10 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
                         i += 2;
                         continue;
                     }
-                    let cp = hex4(&b[i + 2..i + 6]);
+                    let Some(cp) = b.get(i + 2..i + 6).and_then(hex4) else {
+                        i += 2;
+                        continue;
+                    };
                     if cp == 0 {
                         return Err(Invalid::new(
                             Reject::NulCharacter,
@@ -282,7 +295,9 @@ fn json_storable(field: &str, json: &str) -> Result<(), Invalid> {
                         ));
                     }
                     if (0xD800..0xDC00).contains(&cp) {
-                        let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u')).then(|| hex4(&b[i + 8..i + 12]));
+                        let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                            .then(|| b.get(i + 8..i + 12).and_then(hex4))
+                            .flatten();
                         if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
                             return Err(lone_surrogate(field));
                         }
@@ -329,9 +344,9 @@ fn lone_surrogate(field: &str) -> Invalid {
     Invalid::new(Reject::LoneSurrogate, format!("`{field}` contains an unpaired UTF-16 surrogate escape"))
 }
 
-/// serde_json has already checked the escape is 4 hex digits.
-fn hex4(h: &[u8]) -> u32 {
-    h.iter().fold(0, |acc, &c| acc * 16 + (c as char).to_digit(16).unwrap_or(0))
+/// The code unit of a `\u` escape's four hex digits.
+fn hex4(h: &[u8]) -> Option<u32> {
+    h.iter().try_fold(0, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)?))
 }
 
 /// PostgreSQL numeric: at most 131,072 digits before the point and 16,383 after.
@@ -375,7 +390,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
         let mut type_alias = None;
         let mut timestamp = None;
         let mut payload = None;
-        let mut extra: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+        let mut extra: Vec<(Cow<'de, str>, &'de str)> = Vec::new();
         let dup = |k: &str| de::Error::custom(format_args!("duplicate key `{k}`"));
         while let Some(key) = map.next_key::<Str<'de>>()? {
             let key = key.0;
@@ -405,7 +420,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
                         self.kind.set(Reject::DuplicateKey);
                         return Err(dup("payload"));
                     }
-                    payload = Some(map.next_value::<&'de RawValue>()?);
+                    payload = Some(map.next_value::<&'de RawValue>()?.get());
                 }
                 _ => {
                     if extra.iter().any(|(k, _)| *k == key) {
@@ -413,7 +428,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
                         return Err(dup(&key));
                     }
                     let value = map.next_value::<&'de RawValue>()?;
-                    extra.push((key, value));
+                    extra.push((key, value.get()));
                 }
             }
             self.kind.set(Reject::InvalidJson);
@@ -434,7 +449,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
             service,
             event_type,
             timestamp_micros: timestamp.flatten(),
-            payload: payload.filter(|p| p.get() != "null"),
+            payload: payload.filter(|&p| p != "null"),
             extra,
         })
     }

@@ -31,8 +31,8 @@ fn full_event() {
     assert_eq!(e.id.unwrap().to_string(), "6f1c1c9e-54b2-4a53-9d0c-6f2b8f1b6a10");
     assert_eq!(e.event_type, "t");
     assert_eq!(e.timestamp_micros, Some(1_714_557_600_500_000));
-    assert_eq!(e.payload.unwrap().get(), r#"{"a":[1,2,{"b":null}]}"#);
-    let extra: Vec<_> = e.extra.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
+    assert_eq!(e.payload.unwrap(), r#"{"a":[1,2,{"b":null}]}"#);
+    let extra: Vec<_> = e.extra.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
     assert_eq!(extra, [("tenant", r#""x""#), ("n", "1")]);
 }
 
@@ -85,6 +85,10 @@ fn every_kind_of_bad_input_has_its_reason() {
         (br#"{"service":"s","event_type":"t","x":1,"x":2}"#, Reject::DuplicateKey),
         (br#"{"service":"s","event_type":"t","type":"t"}"#, Reject::DuplicateKey),
         (br#"{"service":"s","event_type":"t"} trailing"#, Reject::InvalidJson),
+        // Cut inside an escape: the lone-surrogate probe of invalid JSON must not read past the end.
+        (br#"{"service":"s","event_type":"t","payload":"\"#, Reject::InvalidJson),
+        (br#"{"service":"s","event_type":"t","payload":"\ud8"#, Reject::InvalidJson),
+        (br#"{"service":"s","event_type":"t","payload":"\ud800\u"#, Reject::LoneSurrogate),
     ];
     for (input, want) in cases {
         assert_eq!(bad(input), want, "input {:.200}", String::from_utf8_lossy(input));

@@ -14,7 +14,8 @@
 //! - [`kafka::consumer`]: the consumer, its rebalance handshake and the poll loop;
 //!   [`kafka::offsets`]: per-partition fences and epochs (pure); [`kafka::handoff`]: what
 //!   workers report back.
-//! - [`event`]: the wire format, decoded and validated (pure); [`copy`]: the binary COPY row
+//! - [`event`]: the wire format, decoded and validated (pure), with [`fastpath`] for the
+//!   common case; [`copy`]: the binary COPY row
 //!   encoder (pure); [`batch`]: batches of per-partition units (pure); [`buffer`]: the bounded
 //!   buffer's accounting.
 //! - [`sink::worker`]: the batch transaction, poison-row isolation, retries;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod copy;
 pub mod db;
 pub mod event;
+pub mod fastpath;
 pub mod health;
 pub mod http;
 pub mod kafka;

@@ -199,7 +199,7 @@ impl Pacer {
 
 /// Synthetic events: `--services` services, `--event-types` types each, realistic nested
 /// payloads padded to `--payload-bytes`, and `--invalid-ratio` of bad messages.
-struct Synthetic {
+pub(crate) struct Synthetic {
     rng: fastrand::Rng,
     services: Vec<String>,
     types: Vec<String>,
@@ -212,7 +212,7 @@ const SERVICE_NAMES: &[&str] = &["checkout", "billing", "auth", "search", "catal
 const TYPE_NAMES: &[&str] = &["created", "updated", "completed", "failed", "viewed", "deleted", "retried", "expired"];
 
 impl Synthetic {
-    fn new(args: &ProduceArgs) -> Self {
+    pub(crate) fn new(args: &ProduceArgs) -> Self {
         let name = |list: &[&str], i: usize| if i < list.len() { list[i].to_string() } else { format!("{}-{}", list[i % list.len()], i / list.len()) };
         Synthetic {
             rng: fastrand::Rng::with_seed(args.seed),
@@ -224,7 +224,7 @@ impl Synthetic {
         }
     }
 
-    fn next(&mut self, buf: &mut Vec<u8>) {
+    pub(crate) fn next(&mut self, buf: &mut Vec<u8>) {
         buf.clear();
         self.seq += 1;
         if self.invalid_ratio > 0.0 && self.rng.f64() < self.invalid_ratio {
