@@ -51,7 +51,12 @@ impl Buffer {
 
     /// At or over either capacity: fetching must pause.
     pub fn is_full(&self) -> bool {
-        self.events() >= self.capacity_events || self.bytes() >= self.capacity_bytes
+        self.is_full_with(0, 0)
+    }
+
+    /// Whether it would be full with `events` and `bytes` more, taken but not yet added.
+    pub fn is_full_with(&self, events: usize, bytes: usize) -> bool {
+        self.events() + events >= self.capacity_events || self.bytes() + bytes >= self.capacity_bytes
     }
 
     /// Below the low-water mark on both counts: fetching may resume.
@@ -161,6 +166,7 @@ mod tests {
         let b = Buffer::new(10, 1000, 50);
         b.add(9, 100);
         assert!(!b.is_full());
+        assert!(b.is_full_with(1, 0) && b.is_full_with(0, 1_000) && !b.is_full_with(0, 0), "taken, not yet added, counts");
         b.add(1, 10);
         assert!(b.is_full() && !b.may_resume());
         b.release(5, 50);

@@ -279,6 +279,9 @@ pub struct Poller {
     /// Whether the assignment is paused, as librdkafka was last told.
     paused: bool,
     backpressure: Backpressure,
+    /// Messages (and their bytes) taken in this burst: added to the buffer and its counter
+    /// once per burst and before any flush, not per message.
+    taken: (usize, usize),
     next_resolve: Instant,
     next_recommit: Instant,
     next_topic_check: Instant,
@@ -324,6 +327,7 @@ impl Poller {
             topics: p.args.topics.clone(),
             paused: false,
             backpressure: Backpressure::new(HOLD_MAX),
+            taken: (0, 0),
             next_resolve: Instant::now(),
             next_recommit: Instant::now(),
             next_topic_check: Instant::now() + Duration::from_secs(5),
@@ -369,11 +373,12 @@ impl Poller {
                         break;
                     }
                 }
-                if self.buffer.is_full() {
+                if self.buffer.is_full_with(self.taken.0, self.taken.1) {
                     break;
                 }
                 wait = Duration::ZERO;
             }
+            self.account_taken();
         }
         self.drain_and_close(consumer)
     }
@@ -440,7 +445,7 @@ impl Poller {
         let appended_at = msg.timestamp().to_millis().map_or_else(now_micros, |ms| ms * 1000);
         let worker = self.batcher.worker_of(topic, partition);
         let topic_name = self.tracker.topic(topic);
-        let unit = self.batcher.unit(worker, &topic_name, partition, epoch);
+        let unit = self.batcher.unit(worker, topic_name, partition, epoch);
         match event::decode(value, self.max_event_bytes) {
             Ok(ev) => {
                 let id = ev.id.unwrap_or_else(|| event::derived_id(topic, partition, offset));
@@ -448,10 +453,18 @@ impl Poller {
             }
             Err(invalid) => unit.push_dead(offset, value, invalid),
         }
-        self.buffer.add(1, bytes);
-        self.metrics.buffer_events_enqueued_total.inc();
+        self.taken = (self.taken.0 + 1, self.taken.1 + bytes);
         if self.batcher.is_full(worker) {
+            self.account_taken();
             self.flush(worker);
+        }
+    }
+
+    fn account_taken(&mut self) {
+        let (events, bytes) = std::mem::take(&mut self.taken);
+        if events > 0 {
+            self.buffer.add(events, bytes);
+            self.metrics.buffer_events_enqueued_total.inc_by(events as u64);
         }
     }
 

@@ -54,8 +54,8 @@ impl OffsetTracker {
     }
 
     /// The interned name of `topic`, shared by every unit of its partitions.
-    pub fn topic(&mut self, topic: &str) -> Arc<str> {
-        self.topic_slot(topic).0.clone()
+    pub fn topic(&mut self, topic: &str) -> &Arc<str> {
+        &self.topic_slot(topic).0
     }
 
     fn topic_slot(&mut self, topic: &str) -> &mut (Arc<str>, Vec<Option<PartitionState>>) {

@@ -68,7 +68,7 @@ fn unresolved_partitions_wait_for_their_start() {
 #[test]
 fn topics_are_interned() {
     let mut t = OffsetTracker::new();
-    let a = t.topic("events");
-    let b = t.topic("events");
+    let a = t.topic("events").clone();
+    let b = t.topic("events").clone();
     assert!(Arc::ptr_eq(&a, &b));
 }
