@@ -139,8 +139,9 @@ pub struct RunArgs {
     pub kafka_config: Vec<(String, String)>,
 
     /// Buffer capacity, in events fetched from Kafka and not yet persisted. When it is reached
-    /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default 10000.
-    #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 10_000)]
+    /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default 20000:
+    /// four batches, so that while each flush worker commits one, the next is already filling.
+    #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 20_000)]
     pub buffer_capacity: usize,
 
     /// Buffer capacity, in bytes of message values. Default 67108864 (64 MiB).

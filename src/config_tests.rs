@@ -15,7 +15,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
 #[test]
 fn defaults_are_the_documented_ones() {
     let r = run(&[]).unwrap();
-    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (10_000, 64 << 20, 5_000, 2));
+    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (20_000, 64 << 20, 5_000, 2));
     assert_eq!((r.linger, r.shutdown_timeout), (Duration::from_millis(100), Duration::from_secs(30)));
     assert_eq!(r.http_addr.to_string(), "0.0.0.0:3000");
     assert_eq!((r.topics.clone(), r.group_id.as_str(), r.max_event_bytes), (vec!["events".to_string()], "aurore", 1 << 20));
@@ -34,7 +34,7 @@ fn kafka_config_pairs_parse_and_owned_keys_are_refused() {
 fn bad_values_are_refused_with_a_reason() {
     for (args, says) in [
         (&["--batch-size", "0"][..], "--batch-size must be at least 1"),
-        (&["--batch-size", "20000"][..], "a batch could never fill"),
+        (&["--batch-size", "20001"][..], "a batch could never fill"),
         (&["--topics", "bad topic"][..], "--topics"),
         (&["--linger", "soon"][..], "examples"),
         (&["--buffer-resume-percent", "100"][..], "1..99"),
