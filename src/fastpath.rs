@@ -37,20 +37,10 @@ pub fn decode(text: &str) -> Option<Event<'_>> {
         s.eat(b':')?;
         s.ws();
         match key {
-            "id" => {
-                if id.is_some() {
-                    return None;
-                }
-                id = Some(if s.null() { None } else { Some(Uuid::try_parse(s.plain_string()?).ok()?) });
-            }
+            "id" => once(&mut id, if s.null() { None } else { Some(Uuid::try_parse(s.plain_string()?).ok()?) })?,
             "service" => once(&mut service, s.name()?)?,
             "event_type" | "type" => once(&mut event_type, s.name()?)?, // both present is an error
-            "timestamp" => {
-                if timestamp.is_some() {
-                    return None;
-                }
-                timestamp = Some(if s.null() { None } else { Some(rfc3339_micros(s.plain_string()?)?) });
-            }
+            "timestamp" => once(&mut timestamp, if s.null() { None } else { Some(rfc3339_micros(s.plain_string()?)?) })?,
             "payload" => {
                 let start = s.i;
                 s.value()?;
@@ -122,11 +112,7 @@ impl<'a> Scanner<'a> {
 
     #[inline(always)]
     fn null(&mut self) -> bool {
-        let null = self.b[self.i..].starts_with(b"null");
-        if null {
-            self.i += 4;
-        }
-        null
+        self.literal(b"null").is_some()
     }
 
     /// A non-empty `service` or `event_type` of at most [`MAX_NAME_CHARS`] bytes.
