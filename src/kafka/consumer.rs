@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -31,6 +31,7 @@ use crate::event;
 use crate::health::{Health, KafkaState};
 use crate::kafka::handoff::{Ack, Handoff};
 use crate::kafka::offsets::{Accept, OffsetTracker};
+use crate::kafka::queue::{Forwarder, MessageQueue, Messages, BURST};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::breaker::{Breaker, State as BreakerState};
@@ -83,6 +84,8 @@ pub struct Context {
     changed: AtomicBool,
     /// Offsets Kafka has confirmed, per partition (updated per commit, not per event).
     confirmed: Mutex<HashMap<(Arc<str>, i32), i64>>,
+    /// Sends newly assigned partitions' messages to the poll loop's [`MessageQueue`].
+    messages: Forwarder,
 }
 
 impl ClientContext for Context {
@@ -120,6 +123,10 @@ impl ConsumerContext for Context {
                 let starts = self.stored_starts(&partitions);
                 let mut unknown = TopicPartitionList::new();
                 for ((topic, p), start) in partitions.iter().zip(&starts) {
+                    // Before the assign starts fetching it.
+                    if !self.messages.forward(consumer, topic, *p) {
+                        tracing::debug!(topic, partition = p, "partition not forwarded to the batch queue; its messages come one by one");
+                    }
                     match start {
                         Some(Some(next)) => {
                             // Resume exactly where PostgreSQL says, whatever Kafka committed.
@@ -256,6 +263,8 @@ pub enum ConsumerError {
 }
 
 pub struct Poller {
+    /// Declared before `consumer`: it must be destroyed first.
+    messages: MessageQueue,
     /// Shared with nothing; an Arc only so that a message borrowed from it does not borrow
     /// the whole poller.
     consumer: Arc<BaseConsumer<Context>>,
@@ -282,6 +291,8 @@ pub struct Poller {
     /// Messages (and their bytes) taken in this burst: added to the buffer and its counter
     /// once per burst and before any flush, not per message.
     taken: (usize, usize),
+    /// The largest message taken so far, in bytes (see [`Poller::room`]).
+    largest: usize,
     next_resolve: Instant,
     next_recommit: Instant,
     next_topic_check: Instant,
@@ -304,9 +315,13 @@ impl Poller {
             changes: Mutex::new(Vec::new()),
             changed: AtomicBool::new(false),
             confirmed: Mutex::new(HashMap::new()),
+            messages: Forwarder::none(),
         };
         let consumer: BaseConsumer<Context> = client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
+        let messages = MessageQueue::new(&consumer);
+        consumer.context().messages.set(&messages);
         Ok(Poller {
+            messages,
             consumer: Arc::new(consumer),
             tracker: OffsetTracker::new(),
             batcher: Batcher::new(p.workers.len(), p.args.batch_size, p.args.linger),
@@ -328,6 +343,7 @@ impl Poller {
             paused: false,
             backpressure: Backpressure::new(HOLD_MAX),
             taken: (0, 0),
+            largest: 0,
             next_resolve: Instant::now(),
             next_recommit: Instant::now(),
             next_topic_check: Instant::now() + Duration::from_secs(5),
@@ -343,6 +359,7 @@ impl Poller {
         self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
         tracing::info!(topics = ?self.topics, group = %self.group, "consuming");
         let consumer = self.consumer.clone();
+        let mut burst = Messages::default();
         while !self.shutdown.is_cancelled() {
             self.process_acks(None);
             self.process_changes();
@@ -362,21 +379,33 @@ impl Poller {
                 }
                 continue;
             }
-            // One round of the housekeeping above per burst of messages, not per message.
-            let mut wait = timeout;
+            // Events first (rebalances, commit results, errors; and the messages of a partition
+            // that could not be forwarded), then a burst of messages from the batch queue. With
+            // nothing to read there, wait on the events instead.
+            let reading = !self.paused && self.tracker.any_resolved();
+            let mut wait = if reading { Duration::ZERO } else { timeout };
             for _ in 0..BURST {
                 match consumer.poll(wait) {
                     None => break,
-                    Some(Ok(msg)) => self.process_message(&msg),
-                    Some(Err(e)) => {
-                        self.process_error(e);
-                        break;
-                    }
+                    Some(Ok(msg)) => self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp().to_millis()),
+                    Some(Err(e)) => self.process_error(e),
                 }
                 if self.buffer.is_full_with(self.taken.0, self.taken.1) {
                     break;
                 }
                 wait = Duration::ZERO;
+            }
+            // A rebalance callback may have run: apply it before taking more.
+            self.process_changes();
+            if reading {
+                self.messages.take(timeout, self.room(), &mut burst);
+                for msg in burst.iter() {
+                    match msg.error() {
+                        None => self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp_millis()),
+                        Some(e) => self.process_error(e),
+                    }
+                }
+                burst.clear();
             }
             self.account_taken();
         }
@@ -427,8 +456,17 @@ impl Poller {
         }
     }
 
-    fn process_message(&mut self, msg: &BorrowedMessage<'_>) {
-        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+    /// How many messages may be taken now, up to a burst. A burst is taken whole, so it must
+    /// fit: in events exactly, in bytes assuming messages no larger than the largest seen.
+    fn room(&self) -> usize {
+        let events = self.buffer.capacity_events.saturating_sub(self.buffer.events() + self.taken.0);
+        let bytes = self.buffer.capacity_bytes.saturating_sub(self.buffer.bytes() + self.taken.1);
+        // The last one may cross the bound, as with one message at a time.
+        let by_bytes = if bytes == 0 { 0 } else { bytes / self.largest.max(1) + 1 };
+        events.min(by_bytes).min(BURST)
+    }
+
+    fn process_message(&mut self, topic: &str, partition: i32, offset: i64, value: Option<&[u8]>, timestamp_millis: Option<i64>) {
         let epoch = match self.tracker.accept(topic, partition, offset) {
             Accept::Take(epoch) => epoch,
             Accept::Replay => {
@@ -440,9 +478,9 @@ impl Poller {
         if self.health.kafka() == KafkaState::BrokersDown {
             self.health.set_kafka(KafkaState::Ok);
         }
-        let value = msg.payload();
         let bytes = value.map_or(0, <[u8]>::len);
-        let appended_at = msg.timestamp().to_millis().map_or_else(now_micros, |ms| ms * 1000);
+        self.largest = self.largest.max(bytes);
+        let appended_at = timestamp_millis.map_or_else(now_micros, |ms| ms * 1000);
         let worker = self.batcher.worker_of(topic, partition);
         let topic_name = self.tracker.topic(topic);
         let unit = self.batcher.unit(worker, topic_name, partition, epoch);
@@ -721,6 +759,8 @@ impl Poller {
             tracing::warn!(error = %e, "final Kafka offset commit failed (PostgreSQL has the offsets)");
         }
         self.workers.clear();
+        self.consumer.context().messages.clear();
+        drop(self.messages);
         drop(consumer);
         self.consumer.unsubscribe();
         drop(self.consumer);
@@ -731,9 +771,6 @@ impl Poller {
         Ok(())
     }
 }
-
-/// Messages taken per round of the poll loop's housekeeping (acks, commits, flush deadlines).
-const BURST: usize = 256;
 
 /// The longest a full buffer holds the poll loop before the assignment is paused (see
 /// [`Poller::update_pause`]): the most a rebalance waits for the loop because of it.

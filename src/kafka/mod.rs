@@ -2,3 +2,4 @@
 pub mod consumer;
 pub mod handoff;
 pub mod offsets;
+pub mod queue;

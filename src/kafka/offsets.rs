@@ -110,6 +110,11 @@ impl OffsetTracker {
         out
     }
 
+    /// Whether any partition is assigned with a known start: messages may come.
+    pub fn any_resolved(&self) -> bool {
+        self.topics.iter().any(|(_, parts)| parts.iter().any(|s| s.as_ref().is_some_and(|s| s.resolved)))
+    }
+
     pub fn revoke(&mut self, topic: &str, partition: i32) {
         if let Some((_, parts)) = self.topics.iter_mut().find(|(t, _)| &**t == topic)
             && let Some(slot) = usize::try_from(partition).ok().and_then(|i| parts.get_mut(i))

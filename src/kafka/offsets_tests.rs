@@ -49,6 +49,7 @@ fn revoked_and_unknown_partitions_take_nothing() {
     assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
     let e = t.assign("events", 0, Some(0));
     t.revoke("events", 0);
+    assert!(!t.any_resolved());
     assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
     assert_eq!(t.seal("events", 0, e, 1), None);
     assert_eq!(t.accept("other", 0, 0), Accept::NotAssigned);
@@ -57,11 +58,14 @@ fn revoked_and_unknown_partitions_take_nothing() {
 #[test]
 fn unresolved_partitions_wait_for_their_start() {
     let mut t = OffsetTracker::new();
+    assert!(!t.any_resolved());
     t.assign_unresolved("events", 4);
+    assert!(!t.any_resolved(), "an unresolved partition gives no messages");
     assert_eq!(t.accept("events", 4, 0), Accept::NotAssigned);
     assert_eq!(t.unresolved().len(), 1);
     let e = t.assign("events", 4, Some(3));
     assert!(t.unresolved().is_empty());
+    assert!(t.any_resolved());
     assert_eq!(t.accept("events", 4, 3), Accept::Take(e));
 }
 
