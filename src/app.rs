@@ -10,6 +10,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::batch::RowBuffers;
 use crate::buffer::Buffer;
 use crate::config::{Cli, Command, ConfigError, DbArgs, RunArgs};
 use crate::db;
@@ -127,6 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (ack_tx, ack_rx) = std::sync::mpsc::channel();
     let handoff = Arc::new(Handoff::default());
+    let row_buffers = Arc::new(RowBuffers::default());
     let shared = Shared {
         pool: pool.clone(),
         group: Arc::from(args.group_id.as_str()),
@@ -135,6 +137,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         buffer: buffer.clone(),
         handoff: handoff.clone(),
         acks: ack_tx,
+        row_buffers: row_buffers.clone(),
         abort: abort.clone(),
     };
     let mut workers = JoinSet::new();
@@ -147,6 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(shared);
 
     let poller = Poller::new(Parts {
+        row_buffers,
         args: args.clone(),
         pool: pool.clone(),
         runtime: tokio::runtime::Handle::current(),

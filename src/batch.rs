@@ -7,7 +7,7 @@
 //! splits a unit's rows. Memory is allocated per unit and per batch, never per event.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -99,14 +99,14 @@ impl Equivalent<CountKey> for CountRef<'_> {
 }
 
 impl Unit {
-    fn new(topic: Arc<str>, partition: i32, epoch: Epoch, capacity: usize) -> Self {
+    fn new(topic: Arc<str>, partition: i32, epoch: Epoch, rows: BytesMut) -> Self {
         Unit {
             topic,
             partition,
             epoch,
             fence: Fence::Absent,
             next_offset: 0,
-            rows: BytesMut::with_capacity(capacity),
+            rows,
             frozen: Bytes::new(),
             row_meta: Vec::new(),
             dead: Vec::new(),
@@ -185,6 +185,46 @@ impl Unit {
     }
 }
 
+/// Row buffers handed back by the flush workers once their batch has committed, for the next
+/// units to write into. A unit's rows take a megabyte or so; a fresh buffer page-faults on every
+/// page it touches, because glibc returns freed heap tops to the kernel.
+#[derive(Debug, Default)]
+pub struct RowBuffers {
+    free: Mutex<Vec<BytesMut>>,
+}
+
+impl RowBuffers {
+    /// Buffers kept; more are freed.
+    const KEEP: usize = 16;
+
+    /// An empty buffer of at least `capacity` bytes.
+    pub fn take(&self, capacity: usize) -> BytesMut {
+        let reused = self.free.lock().expect("row buffers lock").pop();
+        match reused {
+            Some(mut rows) => {
+                rows.reserve(capacity);
+                rows
+            }
+            None => BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Takes a unit's rows back, if nothing else holds them (a COPY still running would).
+    pub fn give(&self, rows: Bytes) {
+        let Ok(mut rows) = rows.try_into_mut() else { return };
+        rows.clear();
+        let mut free = self.free.lock().expect("row buffers lock");
+        if free.len() < Self::KEEP && rows.capacity() > 0 {
+            free.push(rows);
+        }
+    }
+
+    /// How many are kept for reuse.
+    pub fn kept(&self) -> usize {
+        self.free.lock().expect("row buffers lock").len()
+    }
+}
+
 /// What a flush worker receives.
 #[derive(Debug)]
 pub struct Batch {
@@ -206,6 +246,7 @@ pub struct Batcher {
     batch_size: usize,
     linger: Duration,
     unit_capacity: usize,
+    row_buffers: Arc<RowBuffers>,
 }
 
 impl Batcher {
@@ -216,7 +257,14 @@ impl Batcher {
             linger,
             // ~450 bytes a typical row; a unit rarely holds a whole batch.
             unit_capacity: (batch_size * 450 / workers.max(1)).min(4 << 20),
+            row_buffers: Arc::default(),
         }
+    }
+
+    /// New units take their row buffers from `row_buffers`, where the workers return them.
+    pub fn recycling(mut self, row_buffers: Arc<RowBuffers>) -> Self {
+        self.row_buffers = row_buffers;
+        self
     }
 
     /// The worker that persists `partition`: one per partition, so its batches commit in order.
@@ -234,7 +282,7 @@ impl Batcher {
         } else if let Some(i) = open.units.iter().position(hit) {
             i
         } else {
-            open.units.push(Unit::new(topic.clone(), partition, epoch, self.unit_capacity));
+            open.units.push(Unit::new(topic.clone(), partition, epoch, self.row_buffers.take(self.unit_capacity)));
             open.units.len() - 1
         };
         open.last = i;

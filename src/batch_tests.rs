@@ -102,3 +102,30 @@ fn partitions_spread_over_workers() {
     }
     assert_eq!(per, [3, 3]);
 }
+
+#[test]
+fn committed_units_row_buffers_are_reused() {
+    let buffers = Arc::new(RowBuffers::default());
+    let mut b = Batcher::new(1, 2, Duration::from_secs(60)).recycling(buffers.clone());
+    let topic: Arc<str> = Arc::from("events");
+    let json = r#"{"service":"s","event_type":"t"}"#;
+    let fill = |b: &mut Batcher, from: i64| {
+        for off in from..from + 2 {
+            b.unit(0, &topic, 0, 1).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
+        }
+        b.take(0, |_| Some(Fence::Absent)).0.unwrap().units.pop().unwrap()
+    };
+    let first = fill(&mut b, 0);
+    let memory = first.frozen.as_ptr();
+    // A slice still held (a COPY in progress) keeps the buffer from being reused.
+    let held = first.rows(0, 1);
+    buffers.give(first.frozen.clone());
+    assert_eq!(buffers.kept(), 0);
+    drop(held);
+    buffers.give(first.frozen);
+    assert_eq!(buffers.kept(), 1);
+    let second = fill(&mut b, 2);
+    assert_eq!(second.frozen.as_ptr(), memory, "the next unit writes into the returned buffer");
+    assert_eq!(buffers.kept(), 0);
+    assert_eq!(copy::decode_row(&second.rows(1, 2)).unwrap().offset, 3, "it holds only the new rows");
+}

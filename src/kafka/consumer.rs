@@ -23,7 +23,7 @@ use rdkafka::ClientContext;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::batch::{Batch, Batcher};
+use crate::batch::{Batch, Batcher, RowBuffers};
 use crate::buffer::{Backpressure, Buffer, Flow};
 use crate::config::RunArgs;
 use crate::db;
@@ -238,6 +238,7 @@ impl Context {
 
 /// Everything the poll loop needs.
 pub struct Parts {
+    pub row_buffers: Arc<RowBuffers>,
     pub args: RunArgs,
     pub pool: Pool,
     pub runtime: Handle,
@@ -324,7 +325,7 @@ impl Poller {
             messages,
             consumer: Arc::new(consumer),
             tracker: OffsetTracker::new(),
-            batcher: Batcher::new(p.workers.len(), p.args.batch_size, p.args.linger),
+            batcher: Batcher::new(p.workers.len(), p.args.batch_size, p.args.linger).recycling(p.row_buffers),
             workers: p.workers,
             acks: p.acks,
             pool: p.pool,

@@ -16,7 +16,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::batch::{Batch, Unit};
+use crate::batch::{Batch, RowBuffers, Unit};
 use crate::buffer::Buffer;
 use crate::copy;
 use crate::db::{self, Class, DbError};
@@ -37,6 +37,8 @@ pub struct Shared {
     pub buffer: Arc<Buffer>,
     pub handoff: Arc<Handoff>,
     pub acks: Sender<Ack>,
+    /// Where committed units' row buffers go back for reuse.
+    pub row_buffers: Arc<RowBuffers>,
     /// Cancelled when the shutdown timeout has passed: abandon retries.
     pub abort: Shutdown,
 }
@@ -376,9 +378,10 @@ fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected, started: 
     m.worker_batches_processed_total.inc();
     m.worker_batch_size.observe(messages as f64);
     m.worker_batch_processing_seconds.observe(started.elapsed().as_secs_f64());
-    for u in units {
+    for mut u in units {
         release(shared, &u, Some(u.next_offset));
-        let _ = shared.acks.send(Ack::Persisted { topic: u.topic.clone(), partition: u.partition, epoch: u.epoch, next_offset: u.next_offset });
+        shared.row_buffers.give(std::mem::take(&mut u.frozen));
+        let _ = shared.acks.send(Ack::Persisted { topic: u.topic, partition: u.partition, epoch: u.epoch, next_offset: u.next_offset });
     }
 }
 
