@@ -258,9 +258,38 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The index of the first `"`, `\` or control character, eight bytes at a time.
+/// The index of the first `"`, `\` or control character: sixteen bytes at a time with SSE2
+/// (part of every x86-64), then eight at a time.
 #[inline(always)]
 fn special_at(b: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+        let mut at = 0;
+        // SAFETY: SSE2 is always available on x86-64; each unaligned load reads 16 bytes
+        // within `b`.
+        unsafe {
+            let (quote, backslash, control) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8), _mm_set1_epi8(0x1f));
+            while at + 16 <= b.len() {
+                let x = _mm_loadu_si128(b.as_ptr().add(at).cast::<__m128i>());
+                // Unsigned x <= 0x1f exactly when min(x, 0x1f) == x.
+                let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)), _mm_cmpeq_epi8(_mm_min_epu8(x, control), x));
+                let mask = _mm_movemask_epi8(hit) as u32;
+                if mask != 0 {
+                    return Some(at + mask.trailing_zeros() as usize);
+                }
+                at += 16;
+            }
+        }
+        special_at_swar(&b[at..]).map(|k| at + k)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    special_at_swar(b)
+}
+
+/// [`special_at`] eight bytes at a time.
+#[inline(always)]
+fn special_at_swar(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
