@@ -8,6 +8,7 @@ use std::time::Duration;
 use aurore::batch::Batcher;
 use aurore::copy::{Row, encode_row};
 use aurore::event::{decode, decode_general, derived_id};
+use aurore::ids::derive_ids;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -46,6 +47,26 @@ fn hot_path(c: &mut Criterion) {
             )
         })
     });
+
+    // The derived id of an event without one: one SHA-1 at a time, and a burst of 256 at once
+    // (eight AVX2 lanes, as the poll loop does it); per event.
+    let mut offset = 0i64;
+    g.bench_function("derived_id", |b| {
+        b.iter(|| {
+            offset += 1;
+            derived_id(black_box("events"), 3, offset)
+        })
+    });
+    g.throughput(Throughput::Elements(256));
+    let mut ids = [uuid::Uuid::nil(); 256];
+    g.bench_function("derived_ids_burst", |b| {
+        b.iter(|| {
+            offset += 256;
+            derive_ids((0..256u32).map(|i| (black_box("events"), 3, offset + i64::from(i))), &mut ids);
+            black_box(&ids);
+        })
+    });
+    g.throughput(Throughput::Elements(1));
 
     // What the poll thread does per message: decode, validate, derive the id, encode into the
     // open unit with its counts; a batch is taken every 5,000 events, as in production.

@@ -137,7 +137,7 @@ impl fmt::Display for Invalid {
 }
 
 /// Namespace of the ids aurore derives for events that carry none (UUID v5).
-const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5e7a_9d34_2b6f_a1c0_e583);
+pub(crate) const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5e7a_9d34_2b6f_a1c0_e583);
 
 /// The id of an event that carries none: a UUID v5 of "topic/partition/offset", so that a
 /// replay of the same message maps to the same id.

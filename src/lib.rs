@@ -34,6 +34,7 @@ pub mod event;
 pub mod fastpath;
 pub mod health;
 pub mod http;
+pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod produce;

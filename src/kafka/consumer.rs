@@ -28,6 +28,7 @@ use crate::buffer::{Backpressure, Buffer, Flow};
 use crate::config::RunArgs;
 use crate::db;
 use crate::event;
+use crate::ids;
 use crate::health::{Health, KafkaState};
 use crate::kafka::handoff::{Ack, Handoff};
 use crate::kafka::offsets::{Accept, OffsetTracker};
@@ -361,6 +362,7 @@ impl Poller {
         tracing::info!(topics = ?self.topics, group = %self.group, "consuming");
         let consumer = self.consumer.clone();
         let mut burst = Messages::default();
+        let mut derived = [uuid::Uuid::nil(); BURST];
         while !self.shutdown.is_cancelled() {
             self.process_acks(None);
             self.process_changes();
@@ -388,7 +390,10 @@ impl Poller {
             for _ in 0..BURST {
                 match consumer.poll(wait) {
                     None => break,
-                    Some(Ok(msg)) => self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp().to_millis()),
+                    Some(Ok(msg)) => {
+                        let id = || event::derived_id(msg.topic(), msg.partition(), msg.offset());
+                        self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp().to_millis(), id)
+                    }
                     Some(Err(e)) => self.process_error(e),
                 }
                 if self.buffer.is_full_with(self.taken.0, self.taken.1) {
@@ -400,9 +405,11 @@ impl Poller {
             self.process_changes();
             if reading {
                 self.messages.take(timeout, self.room(), &mut burst);
-                for msg in burst.iter() {
+                // The ids of events that carry none, for the whole burst at once (ids.rs).
+                ids::derive_ids(burst.iter().map(|m| (m.topic(), m.partition(), m.offset())), &mut derived);
+                for (msg, &id) in burst.iter().zip(&derived) {
                     match msg.error() {
-                        None => self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp_millis()),
+                        None => self.process_message(msg.topic(), msg.partition(), msg.offset(), msg.payload(), msg.timestamp_millis(), || id),
                         Some(e) => self.process_error(e),
                     }
                 }
@@ -467,7 +474,8 @@ impl Poller {
         events.min(by_bytes).min(BURST)
     }
 
-    fn process_message(&mut self, topic: &str, partition: i32, offset: i64, value: Option<&[u8]>, timestamp_millis: Option<i64>) {
+    /// `derived_id` gives the id of an event that carries none.
+    fn process_message(&mut self, topic: &str, partition: i32, offset: i64, value: Option<&[u8]>, timestamp_millis: Option<i64>, derived_id: impl FnOnce() -> uuid::Uuid) {
         let epoch = match self.tracker.accept(topic, partition, offset) {
             Accept::Take(epoch) => epoch,
             Accept::Replay => {
@@ -487,7 +495,7 @@ impl Poller {
         let unit = self.batcher.unit(worker, topic_name, partition, epoch);
         match event::decode(value, self.max_event_bytes) {
             Ok(ev) => {
-                let id = ev.id.unwrap_or_else(|| event::derived_id(topic, partition, offset));
+                let id = ev.id.unwrap_or_else(derived_id);
                 unit.push_event(&ev, offset, appended_at, id, bytes);
             }
             Err(invalid) => unit.push_dead(offset, value, invalid),

@@ -131,7 +131,7 @@ impl Default for Messages {
 }
 
 impl Messages {
-    pub fn iter(&self) -> impl Iterator<Item = Message<'_>> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Message<'_>> {
         // SAFETY: the first `len` pointers are live messages owned by self.
         self.ptrs[..self.len].iter().map(|&p| Message(unsafe { &*p }))
     }
@@ -161,8 +161,12 @@ impl<'a> Message<'a> {
         (err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| KafkaError::MessageConsumption(err.into()))
     }
 
+    /// Empty for an error not about a topic.
     pub fn topic(&self) -> &'a str {
-        // SAFETY: a consumed message always has its topic handle, alive as long as the message.
+        if self.0.rkt.is_null() {
+            return "";
+        }
+        // SAFETY: the topic handle lives as long as the message.
         unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.0.rkt)) }.to_str().expect("Kafka topic names are ASCII")
     }
 
