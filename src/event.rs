@@ -142,14 +142,24 @@ pub(crate) const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5
 /// The id of an event that carries none: a UUID v5 of "topic/partition/offset", so that a
 /// replay of the same message maps to the same id.
 pub fn derived_id(topic: &str, partition: i32, offset: i64) -> Uuid {
-    let mut name = [0u8; 320]; // topic names are at most 249 bytes
-    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let mut len = 0;
-    for part in [topic.as_bytes(), b"/", p.format(partition).as_bytes(), b"/", o.format(offset).as_bytes()] {
-        name[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
+    let mut name = [0u8; 320];
+    let len = derived_id_name(topic, partition, offset, &mut name).expect("Kafka topic names are at most 249 bytes");
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, &name[..len])
+}
+
+/// Writes the name a derived id hashes, "topic/partition/offset", at the start of `out`:
+/// its length, or `None` if it does not fit.
+pub(crate) fn derived_id_name(topic: &str, partition: i32, offset: i64, out: &mut [u8]) -> Option<usize> {
+    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let parts = [topic.as_bytes(), b"/", p.format(partition).as_bytes(), b"/", o.format(offset).as_bytes()];
+    let len = parts.iter().map(|part| part.len()).sum();
+    let mut out = out.get_mut(..len)?;
+    for part in parts {
+        let (head, rest) = out.split_at_mut(part.len());
+        head.copy_from_slice(part);
+        out = rest;
+    }
+    Some(len)
 }
 
 /// Decodes and validates one message value. `None` is a tombstone.

@@ -52,20 +52,11 @@ const LANES: usize = 8;
 /// The one padded SHA-1 block of namespace ‖ "topic/partition/offset", as big-endian words;
 /// `None` if the name needs two blocks.
 fn one_block(topic: &str, partition: i32, offset: i64) -> Option<[u32; 16]> {
-    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (p, o) = (p.format(partition).as_bytes(), o.format(offset).as_bytes());
-    let len = 16 + topic.len() + 1 + p.len() + 1 + o.len();
-    // The 0x80 terminator and the 8-byte bit length must fit after the message.
-    if len > 64 - 9 {
-        return None;
-    }
     let mut bytes = [0u8; 64];
-    let mut at = 0;
-    for part in [DERIVED_ID_NAMESPACE.as_bytes(), topic.as_bytes(), b"/", p, b"/", o] {
-        bytes[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    bytes[at] = 0x80;
+    bytes[..16].copy_from_slice(DERIVED_ID_NAMESPACE.as_bytes());
+    // The 0x80 terminator and the 8-byte bit length must fit after the message.
+    let len = 16 + event::derived_id_name(topic, partition, offset, &mut bytes[16..64 - 9])?;
+    bytes[len] = 0x80;
     bytes[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
     let mut words = [0u32; 16];
     for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
