@@ -126,7 +126,7 @@ impl ConsumerContext for Context {
                 for ((topic, p), start) in partitions.iter().zip(&starts) {
                     // Before the assign starts fetching it.
                     if !self.messages.forward(consumer, topic, *p) {
-                        tracing::debug!(topic, partition = p, "partition not forwarded to the batch queue; its messages come one by one");
+                        tracing::warn!(topic, partition = p, "partition not forwarded to the burst queue; its messages come one by one, at a higher CPU cost");
                     }
                     match start {
                         Some(Some(next)) => {

@@ -100,10 +100,10 @@ impl Forwarder {
     /// (false) its messages come through `BaseConsumer::poll` instead, which also works.
     pub fn forward<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> bool {
         let queue = self.queue.load(Ordering::Acquire);
-        let Ok(name) = CString::new(topic) else { return false };
         if queue.is_null() {
             return false;
         }
+        let Ok(name) = CString::new(topic) else { return false };
         // SAFETY: the client and `queue` are alive (cleared before destruction); the partition
         // queue handle is released right after setting the forward, which stays.
         unsafe {
