@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurore::batch::Batcher;
+use aurore::pipeline::batch::Batcher;
 use aurore::copy::{Row, encode_row};
 use aurore::event::{decode, decode_general, derived_id};
 use aurore::ids::derive_ids;
@@ -80,7 +80,7 @@ fn hot_path(c: &mut Criterion) {
             batcher.unit(0, &topic, 0, 1).push_event(&ev, offset, 1_764_000_000_000_000, id, EVENT.len());
             offset += 1;
             if batcher.is_full(0) {
-                black_box(batcher.take(0, |_| Some(aurore::kafka::offsets::Fence::Absent)));
+                black_box(batcher.take(0, |_| Some(aurore::pipeline::offsets::Fence::Absent)));
             }
         })
     });

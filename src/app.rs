@@ -10,16 +10,16 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::batch::RowBuffers;
-use crate::buffer::Buffer;
 use crate::config::{Cli, Command, ConfigError, DbArgs, RunArgs};
 use crate::db;
 use crate::health::Health;
-use crate::kafka::consumer::{self, Parts, Poller};
-use crate::kafka::handoff::Handoff;
+use crate::kafka::client::client_config;
+use crate::kafka::poller::{Parts, Poller};
 use crate::metrics::Metrics;
+use crate::pipeline::breaker::{Breaker, State as BreakerState};
+use crate::pipeline::buffer::Buffer;
+use crate::pipeline::handoff;
 use crate::shutdown::{self, Shutdown};
-use crate::sink::breaker::Breaker;
 use crate::sink::worker::{self, Shared};
 
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration.
@@ -90,7 +90,7 @@ pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // librdkafka validates its settings when a client is created: do it before anything runs.
-    consumer::client_config(&args).create::<BaseConsumer>().map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
+    client_config(&args).create::<BaseConsumer>().map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
 
     let metrics = Arc::new(Metrics::new());
     metrics.buffer_capacity.set(args.buffer_capacity as i64);
@@ -117,27 +117,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
     tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
-    if args.no_migrate {
-        health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
-    } else if !migrate_with_retry(&pool, &shutdown, &metrics).await? {
+    if !args.no_migrate && !migrate_with_retry(&pool, &shutdown, &metrics).await? {
         stop_http.cancel();
         return Ok(());
     }
     health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.database_connection_up.set(1);
 
-    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
-    let handoff = Arc::new(Handoff::default());
-    let row_buffers = Arc::new(RowBuffers::default());
+    let (reporter, reports) = handoff::channel();
     let shared = Shared {
         pool: pool.clone(),
         group: Arc::from(args.group_id.as_str()),
         metrics: metrics.clone(),
         breaker: breaker.clone(),
-        buffer: buffer.clone(),
-        handoff: handoff.clone(),
-        acks: ack_tx,
-        row_buffers: row_buffers.clone(),
+        reports: reporter,
         abort: abort.clone(),
     };
     let mut workers = JoinSet::new();
@@ -150,7 +143,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(shared);
 
     let poller = Poller::new(Parts {
-        row_buffers,
         args: args.clone(),
         pool: pool.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -158,9 +150,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         buffer,
         breaker,
-        handoff,
         workers: senders,
-        acks: ack_rx,
+        reports,
         shutdown: shutdown.clone(),
         abort: abort.clone(),
     })
@@ -264,7 +255,7 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
         match db::business_counts(&pool).await {
             Ok(rows) => {
                 set_business(&metrics, &rows, max_labels, &mut labelled);
-                if health.breaker.state() == crate::sink::breaker::State::Closed {
+                if health.breaker.state() == BreakerState::Closed {
                     metrics.database_connection_up.set(1);
                 }
             }

@@ -297,13 +297,6 @@ fn valid_topic(t: &str) -> bool {
 #[derive(Clone)]
 pub struct DatabaseUrl {
     pub config: tokio_postgres::Config,
-    raw: String,
-}
-
-impl DatabaseUrl {
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
 }
 
 impl FromStr for DatabaseUrl {
@@ -317,7 +310,7 @@ impl FromStr for DatabaseUrl {
         if config.get_dbname().is_none() {
             return Err("the connection string names no database".into());
         }
-        Ok(DatabaseUrl { config, raw: s.to_owned() })
+        Ok(DatabaseUrl { config })
     }
 }
 

@@ -95,6 +95,7 @@ fn jsonb(buf: &mut BytesMut, json: &str) {
 #[derive(Debug, PartialEq, Eq)]
 pub struct DecodedRow<'a> {
     pub offset: i64,
+    pub id: Uuid,
     pub service: &'a str,
     pub event_type: &'a str,
     pub payload: &'a str,
@@ -114,6 +115,7 @@ pub fn decode_row(row: &[u8]) -> Option<DecodedRow<'_>> {
     }
     Some(DecodedRow {
         offset: i64::from_be_bytes(fields[2].try_into().ok()?),
+        id: Uuid::from_slice(fields[3]).ok()?,
         service: std::str::from_utf8(fields[4]).ok()?,
         event_type: std::str::from_utf8(fields[5]).ok()?,
         payload: std::str::from_utf8(fields[7].get(1..)?).ok()?,

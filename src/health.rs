@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::buffer::Buffer;
 use crate::metrics::Metrics;
-use crate::sink::breaker::{Breaker, State as BreakerState};
+use crate::pipeline::breaker::{Breaker, State as BreakerState};
+use crate::pipeline::buffer::Buffer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

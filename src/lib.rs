@@ -27,8 +27,6 @@
 //! - [`produce`]: the load generator behind `aurore produce`.
 
 pub mod app;
-pub mod batch;
-pub mod buffer;
 pub mod config;
 pub mod copy;
 pub mod db;
@@ -39,6 +37,7 @@ pub mod http;
 pub mod ids;
 pub mod kafka;
 pub mod metrics;
+pub mod pipeline;
 pub mod produce;
 pub mod shutdown;
 pub mod sink;

@@ -1,5 +1,12 @@
-//! Everything that speaks to Kafka.
-pub mod consumer;
-pub mod handoff;
-pub mod offsets;
+//! Everything that speaks to Kafka: the client and its callbacks ([`client`]), the poll loop
+//! ([`poller`]) around a pure state machine ([`state`]) that owns every partition's fences,
+//! open batches and progress ([`commits`]), executed through [`core`]; the burst queue
+//! ([`queue`]); and where partitions start ([`starts`], the poll thread's only waits on
+//! PostgreSQL).
+pub mod client;
+pub mod commits;
+pub mod core;
+pub mod poller;
 pub mod queue;
+pub mod starts;
+pub mod state;

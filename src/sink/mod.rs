@@ -1,3 +1,5 @@
-//! Persisting batches: the flush workers and the circuit breaker they share.
-pub mod breaker;
+//! Persisting batches: the flush workers' loop ([`worker`]: retries, breaker, abort, reports)
+//! apart from the transaction itself ([`transaction`]), and every SQL text it runs ([`sql`]).
+pub mod sql;
+pub mod transaction;
 pub mod worker;

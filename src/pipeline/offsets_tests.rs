@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn fences_chain_from_the_stored_offset() {
     let mut t = OffsetTracker::new();
-    let e = t.assign("events", 2, Some(100));
+    let e = t.assign("events", 2, Start::Stored(100));
     assert_eq!(t.accept("events", 2, 100), Accept::Take(e));
     assert_eq!(t.accept("events", 2, 101), Accept::Take(e));
     assert_eq!(t.seal("events", 2, e, 102), Some(Fence::At(100)));
@@ -15,7 +15,7 @@ fn fences_chain_from_the_stored_offset() {
 #[test]
 fn a_partition_never_persisted_starts_absent() {
     let mut t = OffsetTracker::new();
-    let e = t.assign("events", 0, None);
+    let e = t.assign("events", 0, Start::Kafka);
     assert_eq!(t.accept("events", 0, 7), Accept::Take(e));
     assert_eq!(t.seal("events", 0, e, 8), Some(Fence::Absent));
     assert_eq!(t.seal("events", 0, e, 9), Some(Fence::At(8)));
@@ -24,7 +24,7 @@ fn a_partition_never_persisted_starts_absent() {
 #[test]
 fn messages_below_the_position_are_replays() {
     let mut t = OffsetTracker::new();
-    let e = t.assign("events", 1, Some(50));
+    let e = t.assign("events", 1, Start::Stored(50));
     assert_eq!(t.accept("events", 1, 49), Accept::Replay);
     assert_eq!(t.accept("events", 1, 50), Accept::Take(e));
     assert_eq!(t.accept("events", 1, 50), Accept::Replay);
@@ -33,9 +33,9 @@ fn messages_below_the_position_are_replays() {
 #[test]
 fn reassignment_bumps_the_epoch_and_stale_seals_fail() {
     let mut t = OffsetTracker::new();
-    let old = t.assign("events", 3, Some(10));
+    let old = t.assign("events", 3, Start::Stored(10));
     t.accept("events", 3, 10);
-    let new = t.assign("events", 3, Some(5));
+    let new = t.assign("events", 3, Start::Stored(5));
     assert_ne!(old, new);
     assert_eq!(t.seal("events", 3, old, 11), None);
     assert!(!t.is_assigned("events", 3, old));
@@ -47,7 +47,7 @@ fn reassignment_bumps_the_epoch_and_stale_seals_fail() {
 fn revoked_and_unknown_partitions_take_nothing() {
     let mut t = OffsetTracker::new();
     assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
-    let e = t.assign("events", 0, Some(0));
+    let e = t.assign("events", 0, Start::Stored(0));
     t.revoke("events", 0);
     assert!(!t.any_resolved());
     assert_eq!(t.accept("events", 0, 0), Accept::NotAssigned);
@@ -59,11 +59,11 @@ fn revoked_and_unknown_partitions_take_nothing() {
 fn unresolved_partitions_wait_for_their_start() {
     let mut t = OffsetTracker::new();
     assert!(!t.any_resolved());
-    t.assign_unresolved("events", 4);
+    t.assign("events", 4, Start::Unresolved);
     assert!(!t.any_resolved(), "an unresolved partition gives no messages");
     assert_eq!(t.accept("events", 4, 0), Accept::NotAssigned);
     assert_eq!(t.unresolved().len(), 1);
-    let e = t.assign("events", 4, Some(3));
+    let e = t.assign("events", 4, Start::Stored(3));
     assert!(t.unresolved().is_empty());
     assert!(t.any_resolved());
     assert_eq!(t.accept("events", 4, 3), Accept::Take(e));

@@ -7,7 +7,7 @@
 //! splits a unit's rows. Memory is allocated per unit and per batch, never per event.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +15,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::copy;
 use crate::event::{Event, Invalid, Reject};
-use crate::kafka::offsets::{Epoch, Fence};
+use crate::pipeline::offsets::{Epoch, Fence};
 
 /// Most of a rejected message kept in its dead letter; the rest is summarised by its size.
 pub const DEAD_LETTER_RAW_LIMIT: usize = 64 * 1024;
@@ -178,6 +178,11 @@ impl Unit {
         self.row_meta.len()
     }
 
+    /// The unit's row memory, sealed or not, for reuse.
+    pub fn into_rows(self) -> Bytes {
+        if self.frozen.is_empty() { self.rows.freeze() } else { self.frozen }
+    }
+
     fn seal(&mut self, fence: Fence) {
         self.fence = fence;
         self.frozen = std::mem::take(&mut self.rows).freeze();
@@ -185,12 +190,12 @@ impl Unit {
     }
 }
 
-/// Row buffers handed back by the flush workers once their batch has committed, for the next
-/// units to write into. A unit's rows take a megabyte or so; a fresh buffer page-faults on every
-/// page it touches, because glibc returns freed heap tops to the kernel.
+/// Row buffers of committed units, kept for the next units to write into. A unit's rows take a
+/// megabyte or so; a fresh buffer page-faults on every page it touches, because glibc returns
+/// freed heap tops to the kernel. Owned by the poll thread (through the [`Batcher`]): no lock.
 #[derive(Debug, Default)]
 pub struct RowBuffers {
-    free: Mutex<Vec<BytesMut>>,
+    free: Vec<BytesMut>,
 }
 
 impl RowBuffers {
@@ -198,9 +203,8 @@ impl RowBuffers {
     const KEEP: usize = 16;
 
     /// An empty buffer of at least `capacity` bytes.
-    pub fn take(&self, capacity: usize) -> BytesMut {
-        let reused = self.free.lock().expect("row buffers lock").pop();
-        match reused {
+    pub fn take(&mut self, capacity: usize) -> BytesMut {
+        match self.free.pop() {
             Some(mut rows) => {
                 rows.reserve(capacity);
                 rows
@@ -210,18 +214,17 @@ impl RowBuffers {
     }
 
     /// Takes a unit's rows back, if nothing else holds them (a COPY still running would).
-    pub fn give(&self, rows: Bytes) {
+    pub fn give(&mut self, rows: Bytes) {
         let Ok(mut rows) = rows.try_into_mut() else { return };
         rows.clear();
-        let mut free = self.free.lock().expect("row buffers lock");
-        if free.len() < Self::KEEP && rows.capacity() > 0 {
-            free.push(rows);
+        if self.free.len() < Self::KEEP && rows.capacity() > 0 {
+            self.free.push(rows);
         }
     }
 
     /// How many are kept for reuse.
     pub fn kept(&self) -> usize {
-        self.free.lock().expect("row buffers lock").len()
+        self.free.len()
     }
 }
 
@@ -246,7 +249,7 @@ pub struct Batcher {
     batch_size: usize,
     linger: Duration,
     unit_capacity: usize,
-    row_buffers: Arc<RowBuffers>,
+    row_buffers: RowBuffers,
 }
 
 impl Batcher {
@@ -257,14 +260,18 @@ impl Batcher {
             linger,
             // ~450 bytes a typical row; a unit rarely holds a whole batch.
             unit_capacity: (batch_size * 450 / workers.max(1)).min(4 << 20),
-            row_buffers: Arc::default(),
+            row_buffers: RowBuffers::default(),
         }
     }
 
-    /// New units take their row buffers from `row_buffers`, where the workers return them.
-    pub fn recycling(mut self, row_buffers: Arc<RowBuffers>) -> Self {
-        self.row_buffers = row_buffers;
-        self
+    /// Takes a finished unit's rows back for new units to write into.
+    pub fn recycle(&mut self, rows: Bytes) {
+        self.row_buffers.give(rows);
+    }
+
+    /// Row buffers kept for reuse.
+    pub fn kept_row_buffers(&self) -> usize {
+        self.row_buffers.kept()
     }
 
     /// The worker that persists `partition`: one per partition, so its batches commit in order.
@@ -295,9 +302,9 @@ impl Batcher {
         self.open[worker].messages >= self.batch_size
     }
 
-    /// Workers whose batch has waited `linger`.
-    pub fn due(&self, now: Instant) -> impl Iterator<Item = usize> + '_ {
-        self.open.iter().enumerate().filter(move |(_, o)| o.opened.is_some_and(|t| now >= t + self.linger)).map(|(w, _)| w)
+    /// Whether `worker`'s batch has waited `linger`.
+    pub fn is_due(&self, worker: usize, now: Instant) -> bool {
+        self.open[worker].opened.is_some_and(|t| now >= t + self.linger)
     }
 
     /// When the next batch falls due, if any is open.

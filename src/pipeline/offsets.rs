@@ -1,4 +1,4 @@
-//! Per-partition offset bookkeeping for the exactly-once protocol (pure; owned by the poll loop).
+//! Per-partition offset bookkeeping for the exactly-once protocol (pure; owned by the poll thread).
 //!
 //! PostgreSQL's `consumer_offsets` is the source of truth. For each assigned partition the
 //! tracker knows:
@@ -10,9 +10,33 @@
 //! - the **epoch**: bumped on every (re)assignment, so that late answers about an older
 //!   incarnation of the partition are recognised and ignored.
 
+use std::fmt;
 use std::sync::Arc;
 
+/// A partition's incarnation in this process: bumped on every (re)assignment.
 pub type Epoch = u64;
+
+/// Where an assigned partition starts, as PostgreSQL's `consumer_offsets` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The table holds this `next_offset`: read from exactly there, whatever Kafka committed.
+    Stored(i64),
+    /// The table has no row: Kafka's committed offset, else `auto.offset.reset`, decides.
+    Kafka,
+    /// PostgreSQL could not be asked: the partition takes no message (and stays paused) until
+    /// it can.
+    Unresolved,
+}
+
+impl fmt::Display for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Start::Stored(n) => write!(f, "{n} (stored)"),
+            Start::Kafka => f.write_str("Kafka's committed offset (nothing stored)"),
+            Start::Unresolved => f.write_str("unknown (PostgreSQL unreachable)"),
+        }
+    }
+}
 
 /// What a unit's transaction expects to find in `consumer_offsets` for its partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +98,15 @@ impl OffsetTracker {
         parts.get_mut(usize::try_from(partition).ok()?)?.as_mut()
     }
 
-    /// (Re)starts a partition. `start` is PostgreSQL's `next_offset`, `None` if it has no row
-    /// (then Kafka's committed offset or `auto.offset.reset` decides where reading starts).
-    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>) -> Epoch {
+    /// (Re)starts a partition from `start`, under a new epoch.
+    pub fn assign(&mut self, topic: &str, partition: i32, start: Start) -> Epoch {
         self.last_epoch += 1;
         let epoch = self.last_epoch;
-        let state = PartitionState { epoch, fence: start.map_or(Fence::Absent, Fence::At), position: start, resolved: true };
+        let (fence, position) = match start {
+            Start::Stored(n) => (Fence::At(n), Some(n)),
+            Start::Kafka | Start::Unresolved => (Fence::Absent, None),
+        };
+        let state = PartitionState { epoch, fence, position, resolved: start != Start::Unresolved };
         let (_, parts) = self.topic_slot(topic);
         let i = usize::try_from(partition).expect("Kafka partitions are non-negative");
         if parts.len() <= i {
@@ -89,25 +116,16 @@ impl OffsetTracker {
         epoch
     }
 
-    /// Assigned, but PostgreSQL could not be asked where to start: refuse messages until
-    /// [`assign`](Self::assign) is called again with the answer.
-    pub fn assign_unresolved(&mut self, topic: &str, partition: i32) {
-        self.assign(topic, partition, None);
-        if let Some(s) = self.state(topic, partition) {
-            s.resolved = false;
-        }
+    /// Every assigned partition, and whether its start is known.
+    pub fn assigned(&self) -> impl Iterator<Item = (&Arc<str>, i32, bool)> {
+        self.topics
+            .iter()
+            .flat_map(|(topic, parts)| parts.iter().enumerate().filter_map(move |(p, s)| Some((topic, p as i32, s.as_ref()?.resolved))))
     }
 
+    /// Assigned partitions whose start is not known yet.
     pub fn unresolved(&self) -> Vec<(Arc<str>, i32)> {
-        let mut out = Vec::new();
-        for (topic, parts) in &self.topics {
-            for (p, s) in parts.iter().enumerate() {
-                if s.as_ref().is_some_and(|s| !s.resolved) {
-                    out.push((topic.clone(), p as i32));
-                }
-            }
-        }
-        out
+        self.assigned().filter(|(_, _, resolved)| !resolved).map(|(t, p, _)| (t.clone(), p)).collect()
     }
 
     /// Whether any partition is assigned with a known start: messages may come.

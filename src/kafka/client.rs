@@ -1,0 +1,210 @@
+//! The Kafka client: its configuration and its context — statistics, errors, commit results and
+//! the rebalance handshake.
+//!
+//! Rebalance callbacks run on the poll thread, inside `poll()`:
+//! - **assigned**: read each partition's start from PostgreSQL ([`StoredStarts`], a bounded
+//!   wait), forward it to the burst queue, assign it at that offset, tell the state;
+//! - **revoked**: let the partitions' batches in flight commit (at most the drain timeout), taking
+//!   the workers' reports meanwhile, commit what PostgreSQL holds to Kafka synchronously, drop
+//!   what is buffered of them, then unassign. The offset fence keeps a batch that outlives the
+//!   drain harmless.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::config::RunArgs;
+use crate::health::{Health, KafkaState};
+use crate::kafka::core::{self, Core};
+use crate::kafka::queue::Forwarder;
+use crate::kafka::starts::{self, StoredStarts};
+use crate::metrics::Metrics;
+use crate::pipeline::offsets::Start;
+
+/// The longest the rebalance callback waits for PostgreSQL to say where partitions start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The librdkafka configuration: aurore's own settings, then the user's `--kafka-config`.
+pub fn client_config(args: &RunArgs) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &args.kafka_brokers)
+        .set("group.id", &args.group_id)
+        .set("client.id", "aurore")
+        // Offsets are committed explicitly, after PostgreSQL has committed the rows.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "false")
+        // A pipeline that starts on an existing topic must not skip what is already there.
+        .set("auto.offset.reset", "earliest")
+        // What librdkafka prefetches while the buffer holds (see pipeline::buffer::Backpressure):
+        // enough for several batches, small enough for the memory budget.
+        .set("queued.max.messages.kbytes", "16384")
+        // Consumer lag (kafka_consumer_lag) comes from the statistics callback.
+        .set("statistics.interval.ms", "5000")
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in &args.kafka_config {
+        c.set(k, v);
+    }
+    c
+}
+
+pub struct Context {
+    core: Mutex<Core>,
+    /// Commit results from librdkafka, for the core to take in: the commit callback can run
+    /// inside a synchronous commit made while the core is held.
+    confirmed: Mutex<Vec<(String, i32, i64)>>,
+    starts: StoredStarts,
+    drain_timeout: Duration,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Sends newly assigned partitions' messages to the poll loop's burst queue.
+    pub messages: Forwarder,
+}
+
+impl Context {
+    pub fn new(core: Core, starts: StoredStarts, drain_timeout: Duration, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        Context {
+            core: Mutex::new(core),
+            confirmed: Mutex::new(Vec::new()),
+            starts,
+            drain_timeout,
+            metrics,
+            health,
+            messages: Forwarder::none(),
+        }
+    }
+
+    /// The core, with Kafka's confirmations taken in. Only ever taken on the poll thread and
+    /// never held across `poll()`, so it is never contended: a failure to take it is a bug.
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        let mut core = self.core.try_lock().expect("the core is taken only on the poll thread, never across poll()");
+        for (topic, partition, next) in self.confirmed.lock().expect("confirmed lock").drain(..) {
+            core.state.confirmed(&topic, partition, next);
+        }
+        core
+    }
+
+    pub fn starts(&self) -> &StoredStarts {
+        &self.starts
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, cooperative: bool) -> KafkaResult<()> {
+        let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let starts = self.starts.read(&partitions, START_TIMEOUT);
+        for ((topic, p), start) in partitions.iter().zip(&starts) {
+            // Before the assign starts fetching it.
+            if !self.messages.forward(consumer, topic, *p) {
+                tracing::warn!(topic, partition = p, "partition not forwarded to the burst queue; its messages come one by one, at a higher CPU cost");
+            }
+            if let Start::Stored(next) = start {
+                // Resume exactly where PostgreSQL says, whatever Kafka committed.
+                let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
+            }
+        }
+        tracing::info!(partitions = %starts::describe(&partitions, &starts), "partitions assigned");
+        let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+        let with_starts: Vec<(String, i32, Start)> = partitions.into_iter().zip(starts).map(|((t, p), s)| (t, p, s)).collect();
+        let mut core = self.core();
+        core.state.assigned(&with_starts);
+        core.execute(consumer, CommitMode::Async);
+        self.health.joined.store(true, Ordering::Relaxed);
+        if !with_starts.is_empty() && self.health.kafka() == KafkaState::BrokersDown {
+            self.health.set_kafka(KafkaState::Ok);
+        }
+        assigned
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, cooperative: bool) -> KafkaResult<()> {
+        let partitions: Vec<(Arc<str>, i32)> = tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
+        let mut core = self.core();
+        let deadline = Instant::now() + self.drain_timeout;
+        core.absorb_reports();
+        while core.state.in_flight(&partitions) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !core.wait_report(left) {
+                tracing::warn!(timeout = ?self.drain_timeout, "revoked partitions still had batches in flight; the offset fence keeps them exact");
+                break;
+            }
+        }
+        core.execute(consumer, CommitMode::Async);
+        if !consumer.assignment_lost() {
+            core::commit(consumer, &core.state.commits_of(&partitions), CommitMode::Sync);
+        }
+        core.state.revoked(&partitions);
+        core.execute(consumer, CommitMode::Async);
+        drop(core);
+        for (topic, p) in &partitions {
+            let _ = self.metrics.kafka_consumer_lag.remove_label_values(&[&**topic, &p.to_string()]);
+        }
+        let names: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        tracing::info!(partitions = %names.join(", "), "partitions revoked");
+        if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+    }
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let mut sum = 0;
+        for (topic, t) in &stats.topics {
+            for (&p, part) in &t.partitions {
+                // Partition -1 is librdkafka's internal unassigned queue; lag -1 is unknown.
+                if p < 0 || part.consumer_lag < 0 || !part.desired {
+                    continue;
+                }
+                self.metrics.kafka_consumer_lag.with_label_values(&[topic, &p.to_string()]).set(part.consumer_lag);
+                sum += part.consumer_lag;
+            }
+        }
+        self.metrics.kafka_consumer_lag_sum.set(sum);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_kafka(KafkaState::BrokersDown);
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        self.metrics.kafka_rebalances_total.inc();
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl, cooperative),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl, cooperative),
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                if cooperative { Ok(()) } else { consumer.unassign() }
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "applying a rebalance failed");
+        }
+        self.metrics.kafka_assigned_partitions.set(consumer.assignment().map_or(0, |a| a.count() as i64));
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
+            // Commits made during a rebalance fail (ILLEGAL_GENERATION); they are made again.
+            tracing::debug!(error = %e, partitions = offsets.count(), "Kafka offset commit failed; it will be retried");
+            return;
+        }
+        let mut confirmed = self.confirmed.lock().expect("confirmed lock");
+        for e in offsets.elements() {
+            if let (Ok(()), Offset::Offset(n)) = (e.error(), e.offset()) {
+                confirmed.push((e.topic().to_owned(), e.partition(), n));
+            }
+        }
+    }
+}

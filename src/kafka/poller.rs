@@ -1,0 +1,329 @@
+//! The poll loop: one blocking thread that serves the consumer group, takes messages in bursts,
+//! feeds them to the [`PollerState`](super::state::PollerState) and executes its commands.
+//!
+//! On the hot path it never waits on PostgreSQL; it does in two bounded places, both in
+//! [`kafka::starts`](super::starts): reading where assigned partitions start, and resolving a
+//! partition whose start is unknown. A full buffer first holds the loop (waiting on the workers'
+//! reports, not polling), then pauses the assignment and polls on, so heartbeats, rebalances and
+//! `max.poll.interval.ms` are served and the group never evicts it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::RunArgs;
+use crate::health::{Health, KafkaState};
+use crate::kafka::client::{Context, client_config};
+use crate::kafka::core::{self, Core};
+use crate::kafka::queue::{BURST, MessageQueue, Messages};
+use crate::kafka::starts::StoredStarts;
+use crate::kafka::state::{Msg, PollerState, Settings};
+use crate::metrics::Metrics;
+use crate::pipeline::batch::Batch;
+use crate::pipeline::breaker::{Breaker, State as BreakerState};
+use crate::pipeline::buffer::{Buffer, Flow};
+use crate::pipeline::handoff::Reports;
+use crate::pipeline::offsets::Start;
+use crate::shutdown::Shutdown;
+
+/// The longest a full buffer holds the poll loop before the assignment is paused: the most a
+/// rebalance waits for the loop because of it. Holding keeps librdkafka's prefetched messages,
+/// so consumption restarts at once when a batch commits; pausing makes librdkafka drop them and
+/// fetch them again (measured: ~0.5 s a cycle, a quarter of the throughput).
+const HOLD_MAX: Duration = Duration::from_secs(1);
+/// The longest the loop waits for anything at once.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Everything the poll loop needs.
+pub struct Parts {
+    pub args: RunArgs,
+    pub pool: Pool,
+    pub runtime: Handle,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub buffer: Arc<Buffer>,
+    pub breaker: Arc<Breaker>,
+    pub workers: Vec<UnboundedSender<Batch>>,
+    pub reports: Reports,
+    pub shutdown: Shutdown,
+    pub abort: Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("invalid Kafka configuration: {0}")]
+    Config(KafkaError),
+    #[error("Kafka: {0}")]
+    Kafka(KafkaError),
+    #[error("shutdown timed out with {0} batches not persisted; they will be read again from Kafka")]
+    ShutdownTimeout(usize),
+}
+
+pub struct Poller {
+    /// Declared before `consumer`: it must be destroyed first.
+    messages: MessageQueue,
+    consumer: Arc<BaseConsumer<Context>>,
+    health: Arc<Health>,
+    breaker: Arc<Breaker>,
+    shutdown: Shutdown,
+    abort: Shutdown,
+    shutdown_timeout: Duration,
+    topics: Vec<String>,
+    group: String,
+    next_resolve: Instant,
+    next_topic_check: Instant,
+    last_error: Option<(String, Instant)>,
+}
+
+impl Poller {
+    pub fn new(p: Parts) -> Result<Self, ConsumerError> {
+        let settings = Settings {
+            workers: p.workers.len(),
+            batch_size: p.args.batch_size,
+            linger: p.args.linger,
+            max_event_bytes: p.args.max_event_bytes,
+            hold_max: HOLD_MAX,
+        };
+        let core = Core { state: PollerState::new(settings, p.buffer, p.metrics.clone()), reports: p.reports, workers: p.workers };
+        let starts = StoredStarts { pool: p.pool, runtime: p.runtime, group: Arc::from(p.args.group_id.as_str()) };
+        let context = Context::new(core, starts, p.args.rebalance_drain_timeout, p.metrics, p.health.clone());
+        let consumer: BaseConsumer<Context> = client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
+        let messages = MessageQueue::new(&consumer);
+        consumer.context().messages.set(&messages);
+        Ok(Poller {
+            messages,
+            consumer: Arc::new(consumer),
+            health: p.health,
+            breaker: p.breaker,
+            shutdown: p.shutdown,
+            abort: p.abort,
+            shutdown_timeout: p.args.shutdown_timeout,
+            topics: p.args.topics.clone(),
+            group: p.args.group_id.clone(),
+            next_resolve: Instant::now(),
+            next_topic_check: Instant::now() + Duration::from_secs(5),
+            last_error: None,
+        })
+    }
+
+    /// Polls until shutdown; then flushes, commits and leaves the group.
+    pub fn run(mut self) -> Result<(), ConsumerError> {
+        self.check_topics();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
+        tracing::info!(topics = %self.topics.join(","), group = %self.group, "consuming");
+        let consumer = self.consumer.clone();
+        let mut burst = Messages::default();
+        let mut msgs: Vec<Msg<'static>> = Vec::with_capacity(BURST);
+        while !self.shutdown.is_cancelled() {
+            self.recheck_topics();
+            self.resolve_unresolved();
+            let (flow, reading, timeout) = {
+                let mut core = consumer.context().core();
+                core.absorb_reports();
+                core.state.tick(Instant::now(), self.breaker.state() == BreakerState::Open);
+                core.execute(&*consumer, CommitMode::Async);
+                let timeout = core.state.next_due().map_or(TICK, |due| due.saturating_duration_since(Instant::now()).min(TICK));
+                (core.state.flow(), core.state.reading(), timeout)
+            };
+            if flow == Flow::Hold {
+                // Holding: no poll; the next persisted batch frees room.
+                let mut core = consumer.context().core();
+                if !core.wait_report(timeout) {
+                    // The workers are gone: the app is stopping; do not spin until it has.
+                    drop(core);
+                    std::thread::sleep(timeout);
+                }
+                continue;
+            }
+            // Events first (rebalances, commit results, errors; and the messages of a partition
+            // that could not be forwarded), then a burst from the batch queue. With nothing to
+            // read there, wait on the events instead.
+            let mut wait = if reading { Duration::ZERO } else { timeout };
+            for _ in 0..BURST {
+                match consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        let msg = Msg {
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            value: m.payload(),
+                            timestamp_millis: m.timestamp().to_millis(),
+                        };
+                        let mut core = consumer.context().core();
+                        core.state.take(std::slice::from_ref(&msg));
+                        core.execute(&*consumer, CommitMode::Async);
+                        if core.state.full() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => self.process_error(e),
+                }
+                wait = Duration::ZERO;
+            }
+            if !reading {
+                continue;
+            }
+            let room = consumer.context().core().state.room(BURST);
+            self.messages.take(timeout, room, &mut burst);
+            let mut batch: Vec<Msg<'_>> = reuse(std::mem::take(&mut msgs));
+            for m in burst.iter() {
+                match m.error() {
+                    None => batch.push(Msg {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        value: m.payload(),
+                        timestamp_millis: m.timestamp_millis(),
+                    }),
+                    Some(e) => self.process_error(e),
+                }
+            }
+            if !batch.is_empty() {
+                if self.health.kafka() == KafkaState::BrokersDown {
+                    self.health.set_kafka(KafkaState::Ok);
+                }
+                let mut core = consumer.context().core();
+                core.state.take(&batch);
+                core.execute(&*consumer, CommitMode::Async);
+            }
+            msgs = reuse(batch);
+            burst.clear();
+        }
+        self.drain_and_close(consumer)
+    }
+
+    /// A missing topic is an operator's error to report, not a reason to crash-loop: say so
+    /// and keep waiting for it (librdkafka picks it up once it exists).
+    fn check_topics(&self) {
+        match self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
+            Ok(md) => {
+                let missing: Vec<&str> = self
+                    .topics
+                    .iter()
+                    .filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str() && m.error().is_none()))
+                    .map(String::as_str)
+                    .collect();
+                if missing.is_empty() {
+                    if self.health.kafka() != KafkaState::Ok {
+                        tracing::info!(topics = %self.topics.join(","), "every topic exists");
+                    }
+                    self.health.set_kafka(KafkaState::Ok);
+                } else {
+                    if self.health.kafka() != KafkaState::TopicMissing {
+                        tracing::error!(topics = %missing.join(","), "topic does not exist; create it (scripts/stack up creates those in kafka/topics.conf). Waiting for it");
+                    }
+                    self.health.set_kafka(KafkaState::TopicMissing);
+                }
+            }
+            Err(e) => {
+                if self.health.kafka() != KafkaState::BrokersDown {
+                    tracing::error!(error = %e, "cannot reach the Kafka brokers; retrying");
+                }
+                self.health.set_kafka(KafkaState::BrokersDown);
+            }
+        }
+    }
+
+    /// While a topic is missing (or the brokers were unreachable), look again every 5 s.
+    fn recheck_topics(&mut self) {
+        if self.health.kafka() == KafkaState::Ok || Instant::now() < self.next_topic_check {
+            return;
+        }
+        self.next_topic_check = Instant::now() + Duration::from_secs(5);
+        self.check_topics();
+    }
+
+    fn process_error(&mut self, e: KafkaError) {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => self.health.set_kafka(KafkaState::TopicMissing),
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.health.set_kafka(KafkaState::BrokersDown),
+            _ => {}
+        }
+        // The same error every poll would flood the log: say it once per 10 s.
+        let text = e.to_string();
+        let now = Instant::now();
+        if self.last_error.as_ref().is_none_or(|(t, at)| *t != text || now.duration_since(*at) > Duration::from_secs(10)) {
+            tracing::warn!(error = %text, "Kafka consumer error");
+            self.last_error = Some((text, now));
+        }
+    }
+
+    /// Partitions whose start is unknown: ask PostgreSQL (a bounded wait on the poll thread),
+    /// at once when one appears, then at most once a second while it does not answer.
+    fn resolve_unresolved(&mut self) {
+        let unresolved = self.consumer.context().core().state.unresolved();
+        if unresolved.is_empty() || Instant::now() < self.next_resolve {
+            return;
+        }
+        let partitions: Vec<(String, i32)> = unresolved.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+        let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
+        if starts.contains(&Start::Unresolved) {
+            self.next_resolve = Instant::now() + Duration::from_secs(1);
+        }
+        let mut core = self.consumer.context().core();
+        for ((topic, partition), start) in partitions.iter().zip(starts) {
+            if start != Start::Unresolved {
+                tracing::info!(%topic, partition, %start, "partition start resolved from PostgreSQL");
+            }
+            core.state.resolved(topic, *partition, start);
+        }
+        core.execute(&*self.consumer, CommitMode::Async);
+    }
+
+    /// Stop fetching, flush what is buffered, wait for it to commit, commit to Kafka, leave.
+    fn drain_and_close(self, consumer: Arc<BaseConsumer<Context>>) -> Result<(), ConsumerError> {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        {
+            let mut core = consumer.context().core();
+            tracing::info!(buffered = core.state.buffered(), "stopping: flushing what is buffered");
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+            core.state.flush_all();
+            core.execute(&*consumer, CommitMode::Async);
+        }
+        loop {
+            {
+                let mut core = consumer.context().core();
+                core.absorb_reports();
+                core.execute(&*consumer, CommitMode::Async);
+                if core.state.in_flight_total() == 0 || Instant::now() >= deadline || self.abort.is_cancelled() {
+                    break;
+                }
+            }
+            // Keep serving the group; messages still arriving are not taken (not committed).
+            let _ = consumer.poll(Duration::from_millis(20));
+        }
+        let left = {
+            let mut core = consumer.context().core();
+            core::commit(&*consumer, &core.state.final_commits(), CommitMode::Sync);
+            // The workers' channels close: they finish what they hold and stop.
+            core.workers.clear();
+            core.state.in_flight_total()
+        };
+        consumer.context().messages.clear();
+        drop(self.messages);
+        drop(consumer);
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+        if left > 0 {
+            return Err(ConsumerError::ShutdownTimeout(left));
+        }
+        tracing::info!("consumer closed");
+        Ok(())
+    }
+}
+
+/// An empty vector of another lifetime in `v`'s memory (collected in place: no allocation).
+fn reuse<'a, 'b>(mut v: Vec<Msg<'a>>) -> Vec<Msg<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}

@@ -1,0 +1,70 @@
+//! Where assigned partitions start: PostgreSQL's `consumer_offsets`, read from the poll thread.
+//!
+//! This is where the poll thread waits on PostgreSQL, and the only place: in the rebalance
+//! callback when partitions are assigned (so they are read from the right offset before any of
+//! their messages is fetched), and when resolving a partition whose start was not known (the
+//! database was unreachable at assignment, or a fence conflict showed that another consumer moved
+//! it on). Each wait is bounded by a timeout; past it the partition stays paused and
+//! [`Start::Unresolved`], and is asked about again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::runtime::Handle;
+
+use crate::db;
+use crate::pipeline::offsets::Start;
+
+pub struct StoredStarts {
+    pub pool: Pool,
+    pub runtime: Handle,
+    pub group: Arc<str>,
+}
+
+impl StoredStarts {
+    /// The start of each of `partitions`, in order; [`Start::Unresolved`] for all of them if
+    /// PostgreSQL did not answer within `timeout`. Blocks the calling (non-async) thread.
+    pub fn read(&self, partitions: &[(String, i32)], timeout: Duration) -> Vec<Start> {
+        let mut by_topic: HashMap<&str, Vec<i32>> = HashMap::new();
+        for (t, p) in partitions {
+            by_topic.entry(t).or_default().push(*p);
+        }
+        let lookup = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                let mut found = HashMap::new();
+                for (topic, ps) in &by_topic {
+                    for (p, n) in db::load_offsets(&self.pool, &self.group, topic, ps).await? {
+                        found.insert((*topic, p), n);
+                    }
+                }
+                Ok::<_, db::DbError>(found)
+            })
+            .await
+        });
+        match lookup {
+            Ok(Ok(found)) => partitions.iter().map(|(t, p)| found.get(&(t.as_str(), *p)).map_or(Start::Kafka, |n| Start::Stored(*n))).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read consumer_offsets; the partitions stay paused until it can be read");
+                vec![Start::Unresolved; partitions.len()]
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?timeout, "reading consumer_offsets timed out; the partitions stay paused until it can be read");
+                vec![Start::Unresolved; partitions.len()]
+            }
+        }
+    }
+}
+
+/// `topic[partition] at start, …` for the logs.
+pub fn describe(partitions: &[(String, i32)], starts: &[Start]) -> String {
+    let mut s = String::new();
+    for ((t, p), start) in partitions.iter().zip(starts) {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("{t}[{p}] at {start}"));
+    }
+    s
+}

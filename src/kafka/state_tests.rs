@@ -1,0 +1,246 @@
+use super::*;
+use crate::copy;
+use crate::pipeline::offsets::Fence;
+
+const HOLD: Duration = Duration::from_secs(1);
+
+fn state(capacity: usize) -> PollerState {
+    let settings = Settings { workers: 2, batch_size: 3, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    PollerState::new(settings, Arc::new(Buffer::new(capacity, 1 << 30, 50)), Arc::new(Metrics::new()))
+}
+
+const EVENT: &str = r#"{"service":"s","event_type":"t"}"#;
+const WITH_ID: &str = r#"{"id":"7b1a0b8e-7a4e-4c55-9d3b-8f4c7c1f2a10","service":"s","event_type":"t"}"#;
+
+fn msg(partition: i32, offset: i64, json: &'static str) -> Msg<'static> {
+    Msg { topic: "events", partition, offset, value: Some(json.as_bytes()), timestamp_millis: Some(1_714_557_600_000) }
+}
+
+fn take(s: &mut PollerState, partition: i32, offsets: std::ops::Range<i64>) {
+    let burst: Vec<Msg<'_>> = offsets.map(|o| msg(partition, o, EVENT)).collect();
+    s.take(&burst);
+}
+
+fn assign(s: &mut PollerState, partition: i32, start: Start) {
+    s.assigned(&[("events".to_owned(), partition, start)]);
+}
+
+/// The batches sent, and every other command, from the commands pending now.
+fn commands(s: &mut PollerState, now: Instant) -> (Vec<Batch>, Vec<Command>) {
+    let mut sent = Vec::new();
+    let mut other = Vec::new();
+    for c in s.take_commands(now) {
+        match c {
+            Command::Send { batch, .. } => sent.push(batch),
+            c => other.push(c),
+        }
+    }
+    (sent, other)
+}
+
+fn parts(p: &[i32]) -> Vec<(Arc<str>, i32)> {
+    p.iter().map(|&p| (Arc::from("events"), p)).collect()
+}
+
+fn persisted(batch: Batch) -> Report {
+    Report { units: batch.units, outcome: Outcome::Persisted }
+}
+
+#[test]
+fn assignment_with_a_stored_start_and_with_none() {
+    let mut s = state(100);
+    let now = Instant::now();
+    s.assigned(&[("events".to_owned(), 0, Start::Stored(5)), ("events".to_owned(), 1, Start::Kafka)]);
+    assert!(commands(&mut s, now).1.is_empty(), "nothing to pause or seek: the client assigned at the stored offset");
+    assert!(s.reading());
+    take(&mut s, 0, 3..6); // 3 and 4 are below the stored start: replays
+    take(&mut s, 1, 40..41);
+    assert_eq!(s.buffered(), 2);
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    let fences: Vec<(i32, Fence, i64)> = sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset)).collect();
+    assert!(fences.contains(&(0, Fence::At(5), 6)), "{fences:?}");
+    assert!(fences.contains(&(1, Fence::Absent, 41)), "{fences:?}");
+    // Kafka follows what PostgreSQL holds, at the next recommit.
+    let (_, later) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
+    assert!(matches!(&later[..], [Command::Commit(c)] if c.contains(&(Arc::from("events"), 0, 5))), "{later:?}");
+}
+
+#[test]
+fn an_unresolved_start_pauses_the_partition_until_postgresql_answers() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 2, Start::Unresolved);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[2])), "{cmds:?}");
+    assert!(!s.reading());
+    assert_eq!(s.unresolved(), parts(&[2]));
+    take(&mut s, 2, 0..3);
+    assert_eq!(s.buffered(), 0, "nothing is taken before the start is known");
+    s.resolved("events", 2, Start::Unresolved);
+    assert!(commands(&mut s, now).1.is_empty(), "still unknown: still paused");
+    s.resolved("events", 2, Start::Stored(7));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Seek { partition: 2, offset: 7, .. }, Command::Resume(p)] if *p == parts(&[2])), "{cmds:?}");
+    assert!(s.reading() && s.unresolved().is_empty());
+    take(&mut s, 2, 6..8);
+    assert_eq!(s.buffered(), 1, "6 is a replay");
+    // An answer for a partition that is no longer unresolved changes nothing.
+    s.resolved("events", 2, Start::Stored(100));
+    assert!(commands(&mut s, now).1.is_empty());
+}
+
+#[test]
+fn a_fence_conflict_drops_the_partition_and_resumes_from_postgresql() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(10));
+    take(&mut s, 0, 10..13); // a full batch of 3
+    take(&mut s, 0, 13..14); // and one in the next, still open
+    let (mut sent, _) = commands(&mut s, now);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(s.buffered(), 4);
+    s.completed(Report { units: sent.pop().unwrap().units, outcome: Outcome::Fenced });
+    assert_eq!(s.buffered(), 0, "the fenced unit and the open one are dropped");
+    assert_eq!(s.in_flight_total(), 0);
+    let (sent, cmds) = commands(&mut s, now);
+    assert!(sent.is_empty());
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[0])), "{cmds:?}");
+    assert_eq!(s.unresolved(), parts(&[0]));
+    take(&mut s, 0, 14..15);
+    assert_eq!(s.buffered(), 0, "nothing is taken until PostgreSQL says where the partition stands");
+    s.resolved("events", 0, Start::Stored(20));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Seek { partition: 0, offset: 20, .. }, Command::Resume(_)]), "{cmds:?}");
+    take(&mut s, 0, 20..21);
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    assert_eq!(sent[0].units[0].fence, Fence::At(20), "the next batch fences on what the other consumer stored");
+}
+
+#[test]
+fn a_revocation_waits_for_the_batch_in_flight_and_commits_it() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 1, Start::Kafka);
+    take(&mut s, 1, 0..3);
+    let (mut sent, _) = commands(&mut s, now);
+    let revoked = parts(&[1]);
+    assert!(s.in_flight(&revoked));
+    assert!(s.commits_of(&revoked).is_empty(), "nothing persisted yet");
+    s.completed(persisted(sent.pop().unwrap()));
+    assert!(!s.in_flight(&revoked));
+    assert_eq!(s.commits_of(&revoked), vec![(Arc::from("events"), 1, 3)], "the revocation commits what was persisted");
+    s.revoked(&revoked);
+    assert!(s.commits_of(&revoked).is_empty());
+    assert!(!s.reading());
+    take(&mut s, 1, 3..4);
+    assert_eq!(s.buffered(), 0, "a revoked partition takes nothing");
+}
+
+#[test]
+fn a_revocation_drops_the_open_batch_and_a_late_report_only_frees_its_space() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 1, Start::Kafka);
+    take(&mut s, 1, 0..4); // one batch in flight, one message in the open batch
+    let (mut sent, _) = commands(&mut s, now);
+    s.revoked(&parts(&[1])); // the drain timed out
+    assert_eq!(s.buffered(), 3, "the open batch is dropped; the one in flight still holds its space");
+    s.completed(persisted(sent.pop().unwrap()));
+    assert_eq!((s.buffered(), s.in_flight_total()), (0, 0));
+    let (_, cmds) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
+    assert!(cmds.is_empty(), "no commit for a partition no longer ours: {cmds:?}");
+}
+
+#[test]
+fn a_stale_epoch_completion_records_no_progress() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 3, Start::Stored(0));
+    take(&mut s, 3, 0..3);
+    let (mut old, _) = commands(&mut s, now);
+    // Revoked and assigned again before the old batch reported back.
+    s.revoked(&parts(&[3]));
+    assign(&mut s, 3, Start::Stored(0));
+    s.completed(persisted(old.pop().unwrap()));
+    assert_eq!((s.buffered(), s.in_flight_total()), (0, 0), "its space is freed");
+    let (_, cmds) = commands(&mut s, now);
+    assert!(cmds.is_empty(), "but its offsets are not committed: {cmds:?}");
+    assert_eq!(s.commits_of(&parts(&[3])), vec![(Arc::from("events"), 3, 0)], "progress stays what PostgreSQL said");
+    take(&mut s, 3, 0..1);
+    assert_eq!(s.buffered(), 1, "the new epoch reads from the stored start again");
+}
+
+#[test]
+fn a_full_buffer_holds_then_pauses_then_resumes_below_the_low_water_mark() {
+    let mut s = state(4);
+    let t0 = Instant::now();
+    s.assigned(&[("events".to_owned(), 0, Start::Stored(0)), ("events".to_owned(), 1, Start::Unresolved)]);
+    let _ = commands(&mut s, t0);
+    take(&mut s, 0, 0..4);
+    assert!(s.full());
+    assert_eq!(s.room(256), 0);
+    s.tick(t0, false);
+    assert_eq!(s.flow(), Flow::Hold);
+    let (mut sent, cmds) = commands(&mut s, t0);
+    assert!(cmds.is_empty(), "holding pauses nothing: {cmds:?}");
+    s.tick(t0 + HOLD, false);
+    assert_eq!(s.flow(), Flow::Pause);
+    assert!(!s.reading());
+    let (_, cmds) = commands(&mut s, t0 + HOLD);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[0, 1])), "the whole assignment: {cmds:?}");
+    // A partition assigned while paused is paused too.
+    assign(&mut s, 2, Start::Kafka);
+    let (_, cmds) = commands(&mut s, t0 + HOLD);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[2])), "{cmds:?}");
+    s.completed(persisted(sent.pop().unwrap())); // 3 of 4 freed: 1 left, below 50 %
+    s.tick(t0 + HOLD * 2, false);
+    assert_eq!(s.flow(), Flow::Fetch);
+    let (_, cmds) = commands(&mut s, t0 + HOLD * 2);
+    let resumed: Vec<&Command> = cmds.iter().filter(|c| matches!(c, Command::Resume(_))).collect();
+    assert!(matches!(&resumed[..], [Command::Resume(p)] if *p == parts(&[0, 2])), "not the unresolved one: {cmds:?}");
+    assert!(s.reading());
+}
+
+#[test]
+fn an_open_breaker_pauses_at_once() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Kafka);
+    s.tick(now, true);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(_)]), "{cmds:?}");
+    s.tick(now, false);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Resume(_)]), "{cmds:?}");
+}
+
+#[test]
+fn ids_are_derived_only_for_events_without_one() {
+    let mut s = state(100);
+    assign(&mut s, 0, Start::Kafka);
+    s.take(&[msg(0, 0, EVENT), msg(0, 1, WITH_ID), msg(0, 2, EVENT)]);
+    let (sent, _) = commands(&mut s, Instant::now());
+    let unit = &sent[0].units[0];
+    let ids: Vec<uuid::Uuid> = (0..3).map(|r| copy::decode_row(&unit.rows(r, r + 1)).unwrap().id).collect();
+    assert_eq!(ids[0], event::derived_id("events", 0, 0));
+    assert_eq!(ids[1], uuid::Uuid::parse_str("7b1a0b8e-7a4e-4c55-9d3b-8f4c7c1f2a10").unwrap());
+    assert_eq!(ids[2], event::derived_id("events", 0, 2), "the id after one carried in the message is the right one");
+}
+
+#[test]
+fn linger_sends_a_batch_and_bad_input_is_a_dead_letter() {
+    let settings = Settings { workers: 1, batch_size: 100, linger: Duration::from_millis(10), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let mut s = PollerState::new(settings, Arc::new(Buffer::new(100, 1 << 30, 50)), Arc::new(Metrics::new()));
+    let t0 = Instant::now();
+    assign(&mut s, 0, Start::Kafka);
+    s.take(&[msg(0, 0, "not json"), msg(0, 1, EVENT)]);
+    let due = s.next_due().unwrap();
+    s.tick(due - Duration::from_millis(1), false);
+    assert!(commands(&mut s, t0).0.is_empty());
+    s.tick(due, false);
+    let (sent, _) = commands(&mut s, t0);
+    let unit = &sent[0].units[0];
+    assert_eq!((unit.row_count(), unit.dead.len(), unit.next_offset), (1, 1, 2));
+}

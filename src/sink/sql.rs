@@ -1,0 +1,30 @@
+//! Every SQL text of the batch transaction, in one place. The COPY statement's column list is
+//! [`copy::COPY_EVENTS`](crate::copy::COPY_EVENTS), beside the encoder whose field order it must
+//! match.
+
+/// Moves each listed partition from its fence (`expected`) to `next_offset`; returns the
+/// partitions moved. A partition whose row holds anything else is not moved: someone else moved
+/// it on. Locks the rows until the transaction ends, so a zombie and the new owner serialise.
+/// `$1` group, `$2` topics, `$3` partitions, `$4` expected, `$5` next offsets.
+pub const MOVE_OFFSETS: &str = "UPDATE consumer_offsets AS o SET next_offset = u.next_offset, updated_at = now()
+     FROM unnest($2::text[], $3::int4[], $4::int8[], $5::int8[]) AS u(topic, partition, expected, next_offset)
+     WHERE o.group_id = $1 AND o.topic = u.topic AND o.partition = u.partition AND o.next_offset = u.expected
+     RETURNING o.topic, o.partition";
+
+/// Records partitions persisted for the first time; returns those recorded (a row that already
+/// exists means someone else got there first). `$1` group, `$2` topics, `$3` partitions, `$4`
+/// next offsets.
+pub const INSERT_OFFSETS: &str = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+     SELECT $1, u.topic, u.partition, u.next_offset FROM unnest($2::text[], $3::int4[], $4::int8[]) AS u(topic, partition, next_offset)
+     ON CONFLICT DO NOTHING RETURNING topic, partition";
+
+/// `$1` topics, `$2` partitions, `$3` offsets, `$4` raw messages, `$5` reasons, `$6` details.
+pub const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail)
+     SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::text[], $6::text[])";
+
+/// Adds to the hourly counts. `$1` services, `$2` event types, `$3` hours (Unix microseconds),
+/// `$4` counts.
+pub const UPSERT_COUNTS: &str = "INSERT INTO event_counts (service, event_type, hour, events)
+     SELECT u.service, u.event_type, timestamptz 'epoch' + u.hour * interval '1 microsecond', u.n
+     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(service, event_type, hour, n)
+     ON CONFLICT (service, event_type, hour) DO UPDATE SET events = event_counts.events + EXCLUDED.events";

@@ -1,0 +1,213 @@
+//! One batch's transaction: fence the offsets first (it also locks this partition's offset
+//! row, so a zombie and the new owner serialise on it), then COPY the rows — or, once a row
+//! was refused, COPY under savepoints that isolate the refused rows — insert the dead letters,
+//! upsert the hourly counts, COMMIT. Nothing here retries: [`sink::worker`](super::worker)
+//! decides that, through [`db::classify`](crate::db::classify).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use deadpool_postgres::{Pool, Transaction};
+use futures_util::SinkExt;
+
+use crate::copy;
+use crate::db::{Class, DbError};
+use crate::event::Reject;
+use crate::pipeline::batch::Unit;
+use crate::pipeline::offsets::Fence;
+use crate::sink::sql;
+
+/// Why an attempt did not commit.
+pub enum Failure {
+    /// These units' partitions have moved on in consumer_offsets.
+    Fenced(Vec<usize>),
+    Db(DbError),
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        Failure::Db(e)
+    }
+}
+
+/// A row PostgreSQL refused: unit index, row index, PostgreSQL's message.
+pub type Rejected = Vec<(usize, usize, String)>;
+
+/// Persists `units` in one transaction; `isolate` COPYs under savepoints, halving the ranges
+/// PostgreSQL refuses until the refused rows stand alone (returned with its message).
+pub async fn attempt(pool: &Pool, group: &str, units: &[Unit], isolate: bool) -> Result<Rejected, Failure> {
+    let mut client = pool.get().await.map_err(DbError::pool("persisting a batch"))?;
+    let mut tx = client.transaction().await.map_err(DbError::pg("beginning a transaction"))?;
+    let lost = fence(&tx, group, units).await?;
+    if !lost.is_empty() {
+        tx.rollback().await.map_err(DbError::pg("rolling back a fenced batch"))?;
+        return Err(Failure::Fenced(lost));
+    }
+    let rejected = if isolate {
+        copy_isolating(&mut tx, units).await?
+    } else {
+        copy_rows(&tx, units.iter().map(|u| u.rows(0, u.row_count()))).await?;
+        Vec::new()
+    };
+    dead_letters(&tx, units, &rejected).await?;
+    counts(&tx, units, &rejected).await?;
+    tx.commit().await.map_err(DbError::pg("committing a batch"))?;
+    Ok(rejected)
+}
+
+/// Moves each unit's partition from its fence to its end, or reports the units whose
+/// partition has moved on. Locks the partitions' offset rows until the transaction ends.
+async fn fence(tx: &Transaction<'_>, group: &str, units: &[Unit]) -> Result<Vec<usize>, DbError> {
+    let (mut upd, mut ins): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    for (i, u) in units.iter().enumerate() {
+        match u.fence {
+            Fence::At(_) => upd.push(i),
+            Fence::Absent => ins.push(i),
+        }
+    }
+    let topics = |ix: &[usize]| ix.iter().map(|&i| &*units[i].topic).collect::<Vec<&str>>();
+    let partitions = |ix: &[usize]| ix.iter().map(|&i| units[i].partition).collect::<Vec<i32>>();
+    let nexts = |ix: &[usize]| ix.iter().map(|&i| units[i].next_offset).collect::<Vec<i64>>();
+    let mut ok: Vec<(String, i32)> = Vec::with_capacity(units.len());
+    if !upd.is_empty() {
+        let expected: Vec<i64> = upd.iter().map(|&i| if let Fence::At(n) = units[i].fence { n } else { unreachable!() }).collect();
+        let rows = tx
+            .query(
+                sql::MOVE_OFFSETS,
+                &[&group, &topics(&upd), &partitions(&upd), &expected, &nexts(&upd)],
+            )
+            .await
+            .map_err(DbError::pg("moving consumer offsets"))?;
+        ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+    }
+    if !ins.is_empty() {
+        let rows = tx
+            .query(
+                sql::INSERT_OFFSETS,
+                &[&group, &topics(&ins), &partitions(&ins), &nexts(&ins)],
+            )
+            .await
+            .map_err(DbError::pg("recording new consumer offsets"))?;
+        ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+    }
+    Ok((0..units.len()).filter(|&i| !ok.iter().any(|(t, p)| *p == units[i].partition && **t == *units[i].topic)).collect())
+}
+
+async fn copy_rows(tx: &Transaction<'_>, chunks: impl Iterator<Item = Bytes>) -> Result<u64, DbError> {
+    let sink = tx.copy_in(copy::COPY_EVENTS).await.map_err(DbError::pg("starting COPY"))?;
+    futures_util::pin_mut!(sink);
+    sink.feed(Bytes::from_static(copy::HEADER)).await.map_err(DbError::pg("COPY"))?;
+    for chunk in chunks {
+        if !chunk.is_empty() {
+            sink.feed(chunk).await.map_err(DbError::pg("COPY"))?;
+        }
+    }
+    sink.feed(Bytes::from_static(copy::TRAILER)).await.map_err(DbError::pg("COPY"))?;
+    sink.as_mut().finish().await.map_err(DbError::pg("COPY"))
+}
+
+/// COPY under savepoints, halving the ranges that PostgreSQL refuses until the refused rows
+/// stand alone; those are returned with PostgreSQL's message, the rest is in the transaction.
+async fn copy_isolating(tx: &mut Transaction<'_>, units: &[Unit]) -> Result<Rejected, DbError> {
+    let mut rejected = Vec::new();
+    let mut todo: Vec<(usize, usize, usize)> = units.iter().enumerate().filter(|(_, u)| u.row_count() > 0).map(|(i, u)| (i, 0, u.row_count())).collect();
+    while let Some((u, lo, hi)) = todo.pop() {
+        let sp = tx.savepoint("isolate").await.map_err(DbError::pg("SAVEPOINT"))?;
+        match copy_rows(&sp, std::iter::once(units[u].rows(lo, hi))).await {
+            Ok(_) => sp.commit().await.map_err(DbError::pg("RELEASE SAVEPOINT"))?,
+            Err(e) if e.class() == Class::Data => {
+                sp.rollback().await.map_err(DbError::pg("ROLLBACK TO SAVEPOINT"))?;
+                if hi - lo == 1 {
+                    let msg = match &e {
+                        DbError::Postgres { source, .. } => source.as_db_error().map_or_else(|| source.to_string(), |d| {
+                            format!("PostgreSQL refused the row: {}{}", d.message(), d.detail().map(|x| format!(" ({x})")).unwrap_or_default())
+                        }),
+                        other => other.to_string(),
+                    };
+                    rejected.push((u, lo, msg));
+                } else {
+                    let mid = lo + (hi - lo) / 2;
+                    todo.push((u, mid, hi));
+                    todo.push((u, lo, mid));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rejected)
+}
+
+async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected) -> Result<(), DbError> {
+    let n = units.iter().map(|u| u.dead.len()).sum::<usize>() + rejected.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let (mut topics, mut partitions, mut offsets, mut raws, mut reasons, mut details) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for u in units {
+        for d in &u.dead {
+            topics.push(&*u.topic);
+            partitions.push(u.partition);
+            offsets.push(d.offset);
+            raws.push(d.raw.clone());
+            reasons.push(d.reason.label());
+            details.push(no_nul(&d.detail));
+        }
+    }
+    for (u, row, msg) in rejected {
+        let unit = &units[*u];
+        let bytes = unit.rows(*row, row + 1);
+        let decoded = copy::decode_row(&bytes);
+        topics.push(&*unit.topic);
+        partitions.push(unit.partition);
+        offsets.push(decoded.as_ref().map_or(-1, |d| d.offset));
+        // The message is gone by now; keep what the row held of it.
+        raws.push(decoded.map(|d| {
+            serde_json::json!({"service": d.service, "event_type": d.event_type, "payload": d.payload}).to_string().into_bytes()
+        }));
+        reasons.push(Reject::PostgresRejected.label());
+        details.push(no_nul(msg));
+    }
+    tx.execute(
+        sql::INSERT_DEAD_LETTERS,
+        &[&topics, &partitions, &offsets, &raws, &reasons, &details],
+    )
+    .await
+    .map_err(DbError::pg("inserting dead letters"))?;
+    Ok(())
+}
+
+fn no_nul(s: &str) -> String {
+    s.replace('\0', "\\0")
+}
+
+/// Upserts the batch's counts, merged and sorted so that concurrent workers lock the same
+/// count rows in the same order (no deadlock).
+async fn counts(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected) -> Result<(), DbError> {
+    let mut merged: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+    for u in units {
+        for c in &u.counts {
+            *merged.entry((&c.service, &c.event_type, c.hour)).or_default() += c.n;
+        }
+    }
+    for (u, row, _) in rejected {
+        let c = &units[*u].counts[units[*u].row_meta[*row].count as usize];
+        *merged.entry((&c.service, &c.event_type, c.hour)).or_default() -= 1;
+    }
+    merged.retain(|_, n| *n > 0);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let services: Vec<&str> = merged.keys().map(|k| k.0).collect();
+    let types: Vec<&str> = merged.keys().map(|k| k.1).collect();
+    let hours: Vec<i64> = merged.keys().map(|k| k.2).collect();
+    let ns: Vec<i64> = merged.values().copied().collect();
+    tx.execute(
+        sql::UPSERT_COUNTS,
+        &[&services, &types, &hours, &ns],
+    )
+    .await
+    .map_err(DbError::pg("upserting event counts"))?;
+    Ok(())
+}
+
