@@ -15,6 +15,7 @@ if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   psql=(psql -X -v ON_ERROR_STOP=1 -U "$user" -d postgres -q)
   if [ "$db" != postgres ]; then "${psql[@]}" -c "CREATE DATABASE \"$db\""; fi
   for f in /docker-entrypoint-initdb.d/*; do
+    # shellcheck source=/dev/null # whoever runs the image mounts these scripts
     case "$f" in
       *.sh) echo "running $f"; . "$f" ;;
       *.sql) echo "running $f"; "${psql[@]}" -d "$db" -f "$f" ;;
