@@ -3,28 +3,36 @@
 //!
 //! A consumer-group member takes messages from Kafka in bursts on one thread, decodes and
 //! validates each message and encodes it straight into the open batch of the flush worker that
-//! owns its partition. A flush
-//! worker persists a batch in one transaction: the fenced offset update, the COPY of the rows,
-//! the dead letters and the hourly counts. Only after COMMIT are the offsets committed to Kafka
-//! and the buffer space freed. PostgreSQL's `consumer_offsets` decides where every partition
-//! resumes, so crashes, restarts and rebalances neither lose nor duplicate an event.
+//! owns its partition. A flush worker persists a batch in one transaction: the fenced offset
+//! update, the COPY of the rows, the dead letters and the hourly counts, and reports back. Only
+//! then does the poll thread commit the offsets to Kafka and free the buffer space.
+//! PostgreSQL's `consumer_offsets` decides where every partition resumes, so crashes, restarts
+//! and rebalances neither lose nor duplicate an event.
 //!
 //! # Layout
-//! - [`config`]: the command line and environment, defaults with units, validation.
-//! - [`app`]: wiring and the shutdown order; [`shutdown`]: the one shutdown signal.
-//! - [`kafka::consumer`]: the consumer, its rebalance handshake and the poll loop;
-//!   [`kafka::queue`]: the poll loop's own librdkafka queue, read in bursts;
-//!   [`kafka::offsets`]: per-partition fences and epochs (pure); [`kafka::handoff`]: what
-//!   workers report back.
-//! - [`event`]: the wire format, decoded and validated (pure), with [`fastpath`] for the
-//!   common case and [`ids`] for the derived ids of a burst (pure); [`copy`]: the binary COPY
-//!   row encoder (pure); [`batch`]: batches of per-partition units and the reused row buffers
-//!   (pure); [`buffer`]: the bounded buffer's accounting.
-//! - [`sink::worker`]: the batch transaction, poison-row isolation, retries;
-//!   [`sink::breaker`]: the circuit breaker (pure, on tokio's clock).
-//! - [`db`]: the pool, migrations, queries and the error classification.
-//! - [`metrics`], [`health`], [`http`]: what operators see.
-//! - [`produce`]: the load generator behind `aurore produce`.
+//! Arrows point down only; [`kafka`] and [`sink`] never import each other, and [`pipeline`] and
+//! [`event`] import neither (`tests/layering.rs` checks it).
+//! - `main.rs` parses the command line and calls [`app::main`]; [`config`]: the command line and
+//!   environment, defaults with units, validation.
+//! - [`app`]: wiring (the poll thread, the flush workers, HTTP, the ticker) and the shutdown
+//!   order; [`shutdown`]: the one shutdown signal.
+//! - [`kafka`]: [`kafka::client`] (configuration, callbacks, the rebalance handshake),
+//!   [`kafka::poller`] (the poll loop) around [`kafka::state`] (the pure `PollerState`: events in,
+//!   commands out), [`kafka::commits`] (the one owner of a partition's progress),
+//!   [`kafka::core`] (the state and its channels, executing commands), [`kafka::queue`] (the burst
+//!   queue), [`kafka::starts`] (where partitions start: the poll thread's only waits on PostgreSQL).
+//! - [`sink`]: [`sink::worker`] (retries, breaker, abort, reports) apart from
+//!   [`sink::transaction`] (fence, COPY or bisection, dead letters, counts), with every SQL text
+//!   in [`sink::sql`].
+//! - [`pipeline`], the vocabulary both sides speak (pure): [`pipeline::offsets`] (fences, epochs,
+//!   starts), [`pipeline::batch`] (units, batches, reused row buffers), [`pipeline::handoff`] (the
+//!   one return path), [`pipeline::buffer`] (accounting, back-pressure), [`pipeline::breaker`].
+//! - [`event`]: the wire format, decoded and validated (pure), with `event::fastpath` for the
+//!   common case; [`ids`]: derived ids of a burst (pure); [`copy`]: the binary COPY row encoder
+//!   (pure).
+//! - [`db`]: the pool, migrations, queries outside the batch transaction and [`db::classify`],
+//!   the one function that decides what is retried.
+//! - [`metrics`], [`health`], [`http`]: what operators see; [`produce`]: the load generator.
 
 pub mod app;
 pub mod config;

@@ -2,8 +2,8 @@
 //!
 //! Names follow Prometheus conventions, except the original design's names, kept exactly
 //! (`buffer_size`, `events_throughput_per_second`, `business_events_by_service`, ...).
-//! Hot-path updates are atomic adds; derived gauges are computed by [`Metrics::refresh`]
-//! (buffer fill, health) and by the 5-second ticker (throughput, business counts).
+//! Hot-path updates are atomic adds; derived gauges are computed by
+//! [`Health::report`](crate::health::Health::report) (buffer fill, health) and by the 5-second ticker (throughput, business counts).
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,

@@ -64,10 +64,10 @@ pub fn stack() -> Arc<Stack> {
     // test's runtime.
     off_runtime(|| {
         let backend = backend();
-        if backend != Backend::Containers {
-            if let Some(local) = LOCAL.get_or_init(|| local_stack(backend)) {
-                return local.clone();
-            }
+        if backend != Backend::Containers
+            && let Some(local) = LOCAL.get_or_init(|| local_stack(backend))
+        {
+            return local.clone();
         }
         Arc::new(containers::start())
     })

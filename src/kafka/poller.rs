@@ -1,5 +1,5 @@
 //! The poll loop: one blocking thread that serves the consumer group, takes messages in bursts,
-//! feeds them to the [`PollerState`](super::state::PollerState) and executes its commands.
+//! feeds them to the [`PollerState`] and executes its commands.
 //!
 //! On the hot path it never waits on PostgreSQL; it does in two bounded places, both in
 //! [`kafka::starts`](super::starts): reading where assigned partitions start, and resolving a
