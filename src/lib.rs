@@ -16,7 +16,7 @@
 //!   [`kafka::queue`]: the poll loop's own librdkafka queue, read in bursts;
 //!   [`kafka::offsets`]: per-partition fences and epochs (pure); [`kafka::handoff`]: what
 //!   workers report back.
-//! - [`event`]: the wire format, decoded and validated (pure), with [`fastpath`] for the
+//! - [`event`]: the wire format, decoded and validated (pure), with [`event::fastpath`] for the
 //!   common case and [`ids`] for the derived ids of a burst (pure); [`copy`]: the binary COPY
 //!   row encoder (pure); [`batch`]: batches of per-partition units and the reused row buffers
 //!   (pure); [`buffer`]: the bounded buffer's accounting.
@@ -33,7 +33,6 @@ pub mod config;
 pub mod copy;
 pub mod db;
 pub mod event;
-pub mod fastpath;
 pub mod health;
 pub mod http;
 pub mod ids;

@@ -1,6 +1,6 @@
 //! The wire format: decode and validate one Kafka message into a borrowed [`Event`], or say
 //! why it is a dead letter. Pure: no I/O, no allocation for a well-formed event whose strings
-//! carry no escapes. Most events take [`crate::fastpath`]; this module's general decoder decides
+//! carry no escapes. Most events take [`fastpath`]; this module's general decoder decides
 //! the rest and explains every rejection.
 //!
 //! ```text
@@ -16,6 +16,8 @@ use chrono::DateTime;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+pub mod fastpath;
 
 /// Longest `service` / `event_type`, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
@@ -177,7 +179,7 @@ pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<Event<'_>, Inval
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Invalid::new(Reject::NotUtf8, format!("message is not UTF-8: invalid byte at position {}", e.valid_up_to()))
     })?;
-    if let Some(event) = crate::fastpath::decode(text) {
+    if let Some(event) = fastpath::decode(text) {
         return Ok(event);
     }
     decode_general(text)
