@@ -4,7 +4,8 @@
 //! decides the rest and explains every rejection.
 //!
 //! This file holds the types, [`decode`] and the derived ids of events that carry none;
-//! `general.rs` the serde decoder, `storable.rs` what jsonb refuses although it is valid JSON.
+//! `general.rs` the serde decoder, `storable.rs` what jsonb refuses although it is valid JSON,
+//! `reason.rs` the list of rejection reasons and their metric labels.
 //!
 //! ```text
 //! {"id": "<uuid, optional>", "service": "<1..128 chars>", "event_type": "<1..128 chars>" ("type" is an alias),
@@ -18,9 +19,11 @@ use uuid::Uuid;
 
 pub mod fastpath;
 mod general;
+mod reason;
 mod storable;
 
 pub use general::decode_general;
+pub use reason::Reject;
 
 /// Longest `service` / `event_type`, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
@@ -44,82 +47,6 @@ pub struct Event<'a> {
     pub payload: Option<&'a str>,
     /// Unknown top-level fields and their JSON text as it came; stored in the `extra` jsonb column.
     pub extra: Vec<(Cow<'a, str>, &'a str)>,
-}
-
-/// Why a message is a dead letter. [`Reject::label`] is the bounded metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reject {
-    Tombstone,
-    Empty,
-    Oversized,
-    NotUtf8,
-    ByteOrderMark,
-    InvalidJson,
-    NotObject,
-    MissingField,
-    EmptyField,
-    FieldTooLong,
-    WrongType,
-    DuplicateKey,
-    InvalidId,
-    InvalidTimestamp,
-    TimestampOutOfRange,
-    NulCharacter,
-    LoneSurrogate,
-    NumberOutOfRange,
-    TooDeep,
-    /// Passed validation, but PostgreSQL refused the row (found by bisecting a failed COPY).
-    PostgresRejected,
-}
-
-impl Reject {
-    pub const ALL: [Reject; 20] = [
-        Reject::Tombstone,
-        Reject::Empty,
-        Reject::Oversized,
-        Reject::NotUtf8,
-        Reject::ByteOrderMark,
-        Reject::InvalidJson,
-        Reject::NotObject,
-        Reject::MissingField,
-        Reject::EmptyField,
-        Reject::FieldTooLong,
-        Reject::WrongType,
-        Reject::DuplicateKey,
-        Reject::InvalidId,
-        Reject::InvalidTimestamp,
-        Reject::TimestampOutOfRange,
-        Reject::NulCharacter,
-        Reject::LoneSurrogate,
-        Reject::NumberOutOfRange,
-        Reject::TooDeep,
-        Reject::PostgresRejected,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Reject::Tombstone => "tombstone",
-            Reject::Empty => "empty",
-            Reject::Oversized => "oversized",
-            Reject::NotUtf8 => "not_utf8",
-            Reject::ByteOrderMark => "byte_order_mark",
-            Reject::InvalidJson => "invalid_json",
-            Reject::NotObject => "not_object",
-            Reject::MissingField => "missing_field",
-            Reject::EmptyField => "empty_field",
-            Reject::FieldTooLong => "field_too_long",
-            Reject::WrongType => "wrong_type",
-            Reject::DuplicateKey => "duplicate_key",
-            Reject::InvalidId => "invalid_id",
-            Reject::InvalidTimestamp => "invalid_timestamp",
-            Reject::TimestampOutOfRange => "timestamp_out_of_range",
-            Reject::NulCharacter => "nul_character",
-            Reject::LoneSurrogate => "lone_surrogate",
-            Reject::NumberOutOfRange => "number_out_of_range",
-            Reject::TooDeep => "too_deep",
-            Reject::PostgresRejected => "postgres_rejected",
-        }
-    }
 }
 
 /// A rejected message: the kind, and a sentence for the dead-letter row.
