@@ -1,5 +1,6 @@
 //! The per-event hot path on one core: decode + validate, COPY row encoding, and both, for a
-//! typical ~420-byte event (as `aurore produce` makes them). Throughput is in events/s.
+//! typical ~420-byte event (as `aurore produce` makes them), and for the same event carrying
+//! its own id (`aurore produce --id-ratio`), which needs no derived id. Throughput is in events/s.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const EVENT: &[u8] = br#"{"service":"checkout","event_type":"event.completed","timestamp":"2026-11-27T20:07:54.182461Z","payload":{"seq":27,"order_id":"ord-25ff8a08","customer":{"id":425582,"tier":"pro","country":"DE"},"items":[{"sku":"SKU-04411","qty":3,"price":112.50},{"sku":"SKU-99120","qty":1,"price":7.99}],"note":"qwhxcbzlqpuvkalsdjfhgqowieuryt bvnmxcaslkdjfhgpqowieurytzmxncbvalskdjfhgqpwoeiruty zmxncbvalskdjfhgqpwoeirutyzmxncbvalskdjfhgqpwoeiruty"}}"#;
+/// [`EVENT`] with an `"id"` of its own, as `aurore produce --id-ratio` makes them.
+const EVENT_WITH_ID: &[u8] = br#"{"id":"0b6e3f2a-9c41-4d7e-8f15-3a2c6d9e7b40","service":"checkout","event_type":"event.completed","timestamp":"2026-11-27T20:07:54.182461Z","payload":{"seq":27,"order_id":"ord-25ff8a08","customer":{"id":425582,"tier":"pro","country":"DE"},"items":[{"sku":"SKU-04411","qty":3,"price":112.50},{"sku":"SKU-99120","qty":1,"price":7.99}],"note":"qwhxcbzlqpuvkalsdjfhgqowieuryt bvnmxcaslkdjfhgpqowieurytzmxncbvalskdjfhgqpwoeiruty zmxncbvalskdjfhgqpwoeirutyzmxncbvalskdjfhgqpwoeiruty"}}"#;
 
 fn hot_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_event");
@@ -20,6 +23,7 @@ fn hot_path(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
 
     g.bench_function("decode_validate", |b| b.iter(|| decode(black_box(Some(EVENT)), 1 << 20).unwrap()));
+    g.bench_function("decode_validate_with_id", |b| b.iter(|| decode(black_box(Some(EVENT_WITH_ID)), 1 << 20).unwrap()));
     // The general decoder alone (serde_json, then the storability scan): what the fast path saves.
     let text = std::str::from_utf8(EVENT).unwrap();
     g.bench_function("decode_validate_general", |b| b.iter(|| decode_general(black_box(text)).unwrap()));
@@ -81,6 +85,20 @@ fn hot_path(c: &mut Criterion) {
             offset += 1;
             if batcher.is_full(0) {
                 black_box(batcher.take(0, |_| Some(aurore::pipeline::offsets::Fence::Absent)));
+            }
+        })
+    });
+    // The same for an event that carries its own id: no id to derive.
+    let mut batcher = Batcher::new(1, 5_000, Duration::from_secs(3600));
+    let mut offset = 0i64;
+    g.bench_function("decode_validate_encode_batch_with_id", |b| {
+        b.iter(|| {
+            let ev = decode(black_box(Some(EVENT_WITH_ID)), 1 << 20).unwrap();
+            let id = ev.id.unwrap_or_else(|| derived_id("events", 0, offset));
+            batcher.unit(0, &topic, 0, 1).push_event(&ev, offset, 1_764_000_000_000_000, id, EVENT_WITH_ID.len());
+            offset += 1;
+            if batcher.is_full(0) {
+                black_box(batcher.take(0, |_| Some(aurore::kafka::offsets::Fence::Absent)));
             }
         })
     });

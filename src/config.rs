@@ -64,6 +64,11 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 0.0)]
     pub invalid_ratio: f64,
 
+    /// Share of the valid synthetic events that carry their own `"id"` (a random UUID v4),
+    /// 0.0..=1.0; the others get an id derived by aurore. Default 0.
+    #[arg(long, env = "AURORE_PRODUCE_ID_RATIO", default_value_t = 0.0)]
+    pub id_ratio: f64,
+
     /// Seed of the synthetic generator: the same seed gives the same events. Default 42.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -89,6 +94,9 @@ impl ProduceArgs {
         }
         if !(0.0..=1.0).contains(&self.invalid_ratio) {
             return Err(ConfigError(format!("--invalid-ratio must be within 0..1, got {}", self.invalid_ratio)));
+        }
+        if !(0.0..=1.0).contains(&self.id_ratio) {
+            return Err(ConfigError(format!("--id-ratio must be within 0..1, got {}", self.id_ratio)));
         }
         if self.services == 0 || self.event_types == 0 || self.max_in_flight == 0 {
             return Err(ConfigError("--services, --event-types and --max-in-flight must be at least 1".into()));

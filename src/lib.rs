@@ -27,7 +27,7 @@
 //! - [`pipeline`], the vocabulary both sides speak (pure): [`pipeline::offsets`] (fences, epochs,
 //!   starts), [`pipeline::batch`] (units, batches, reused row buffers), [`pipeline::handoff`] (the
 //!   one return path), [`pipeline::buffer`] (accounting, back-pressure), [`pipeline::breaker`].
-//! - [`event`]: the wire format, decoded and validated (pure), with `event::fastpath` for the
+//! - [`event`]: the wire format, decoded and validated (pure), with [`event::fastpath`] for the
 //!   common case; [`ids`]: derived ids of a burst (pure); [`copy`]: the binary COPY row encoder
 //!   (pure).
 //! - [`db`]: the pool, migrations, queries outside the batch transaction and [`db::classify`],
@@ -39,7 +39,6 @@ pub mod config;
 pub mod copy;
 pub mod db;
 pub mod event;
-pub mod fastpath;
 pub mod health;
 pub mod http;
 pub mod ids;

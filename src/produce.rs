@@ -198,13 +198,15 @@ impl Pacer {
 }
 
 /// Synthetic events: `--services` services, `--event-types` types each, realistic nested
-/// payloads padded to `--payload-bytes`, and `--invalid-ratio` of bad messages.
+/// payloads padded to `--payload-bytes`, `--invalid-ratio` of bad messages, and `--id-ratio`
+/// of the valid ones with their own id.
 pub(crate) struct Synthetic {
     rng: fastrand::Rng,
     services: Vec<String>,
     types: Vec<String>,
     payload_bytes: usize,
     invalid_ratio: f64,
+    id_ratio: f64,
     seq: u64,
 }
 
@@ -220,6 +222,7 @@ impl Synthetic {
             types: (0..args.event_types).map(|i| format!("event.{}", name(TYPE_NAMES, i))).collect(),
             payload_bytes: args.payload_bytes,
             invalid_ratio: args.invalid_ratio,
+            id_ratio: args.id_ratio,
             seq: 0,
         }
     }
@@ -234,10 +237,17 @@ impl Synthetic {
         let r = &mut self.rng;
         let service = &self.services[r.usize(..self.services.len())];
         let event_type = &self.types[r.usize(..self.types.len())];
+        buf.push(b'{');
+        // Drawn only when asked for, so that a seed without --id-ratio gives the same events as before.
+        if self.id_ratio > 0.0 && r.f64() < self.id_ratio {
+            let id = uuid::Builder::from_random_bytes(r.u128(..).to_le_bytes()).into_uuid();
+            let _ = write!(buf, r#""id":"{id}","#);
+        }
+        let id_bytes = buf.len() - 1;
         let now = chrono::Utc::now();
         let _ = write!(
             buf,
-            r#"{{"service":"{service}","event_type":"{event_type}","timestamp":"{}","payload":{{"seq":{},"order_id":"ord-{:08x}","customer":{{"id":{},"tier":"{}","country":"{}"}},"items":["#,
+            r#""service":"{service}","event_type":"{event_type}","timestamp":"{}","payload":{{"seq":{},"order_id":"ord-{:08x}","customer":{{"id":{},"tier":"{}","country":"{}"}},"items":["#,
             now.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
             self.seq,
             r.u32(..),
@@ -253,7 +263,7 @@ impl Synthetic {
         }
         buf.extend_from_slice(br#"],"note":""#);
         // Pad the payload to the requested size with text of the printable ASCII range.
-        let target = self.payload_bytes + 120;
+        let target = self.payload_bytes + 120 + id_bytes;
         while buf.len() < target {
             buf.push(b'a' + r.u8(..26));
         }
@@ -322,3 +332,7 @@ impl Progress {
         println!("produced: sent {}, delivered {}, failed {}, in {:.2} s, {:.0} events/s", s.sent, s.delivered, s.failed, s.elapsed.as_secs_f64(), rate);
     }
 }
+
+#[cfg(test)]
+#[path = "produce_tests.rs"]
+mod tests;

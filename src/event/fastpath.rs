@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use uuid::Uuid;
 
-use crate::event::{Event, MAX_NAME_CHARS, MAX_TIMESTAMP_MICROS, MIN_TIMESTAMP_MICROS};
+use super::{Event, MAX_NAME_CHARS, MAX_TIMESTAMP_MICROS, MIN_TIMESTAMP_MICROS};
 
 /// Nesting the fast path follows; deeper values go to the general decoder. 64 fits a `u64` of
 /// "is this level an object" bits and is half of [`crate::event::MAX_DEPTH`].
