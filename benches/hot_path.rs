@@ -6,10 +6,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurore::pipeline::batch::Batcher;
 use aurore::copy::{Row, encode_row};
 use aurore::event::{decode, decode_general, derived_id};
 use aurore::ids::derive_ids;
+use aurore::pipeline::batch::Batcher;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -240,10 +240,7 @@ impl RunArgs {
             return bad("--kafka-brokers (KAFKA_BROKERS) is empty".into());
         }
         if self.topics.is_empty() || self.topics.iter().any(|t| !valid_topic(t)) {
-            return bad(format!(
-                "--topics must be Kafka topic names (1-249 of [a-zA-Z0-9._-]), got {:?}",
-                self.topics
-            ));
+            return bad(format!("--topics must be Kafka topic names (1-249 of [a-zA-Z0-9._-]), got {:?}", self.topics));
         }
         if self.group_id.trim().is_empty() {
             return bad("--group-id is empty".into());
@@ -299,7 +296,11 @@ impl RunArgs {
 }
 
 fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A connection string that never shows its password.
@@ -311,8 +312,7 @@ pub struct DatabaseUrl {
 impl FromStr for DatabaseUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let config: tokio_postgres::Config =
-            s.parse().map_err(|e| format!("not a PostgreSQL connection string ({e})"))?;
+        let config: tokio_postgres::Config = s.parse().map_err(|e| format!("not a PostgreSQL connection string ({e})"))?;
         if config.get_hosts().is_empty() {
             return Err("the connection string names no host".into());
         }

@@ -68,7 +68,10 @@ fn produce_arguments_are_validated() {
         }
     };
     let p = parse(&[]).unwrap();
-    assert_eq!((p.count, p.rate, p.services, p.event_types, p.payload_bytes, p.seed, p.topic.as_str()), (100_000, 0, 10, 5, 300, 42, "events"));
+    assert_eq!(
+        (p.count, p.rate, p.services, p.event_types, p.payload_bytes, p.seed, p.topic.as_str()),
+        (100_000, 0, 10, 5, 300, 42, "events")
+    );
     assert!(parse(&["--invalid-ratio", "1.5"]).unwrap_err().contains("--invalid-ratio"));
     assert_eq!(p.id_ratio, 0.0);
     assert!(parse(&["--id-ratio=-0.1"]).unwrap_err().contains("--id-ratio must be within 0..1"));

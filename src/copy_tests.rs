@@ -65,6 +65,15 @@ fn rows_decode_back() {
     let mut buf = BytesMut::new();
     encode_row(&mut buf, &row(&[], Some("[true]")));
     let d = decode_row(&buf).unwrap();
-    assert_eq!(d, DecodedRow { offset: 42, id: Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10), service: "billing", event_type: "paid", payload: "[true]" });
+    assert_eq!(
+        d,
+        DecodedRow {
+            offset: 42,
+            id: Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            service: "billing",
+            event_type: "paid",
+            payload: "[true]"
+        }
+    );
     assert_eq!(decode_row(&buf[..10]), None);
 }

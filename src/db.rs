@@ -136,7 +136,10 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("migrating"))?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(DbError::pg("taking the migration lock"))?;
     let report = embedded::migrations::runner().run_async(&mut **client).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(DbError::pg("releasing the migration lock"))?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(DbError::pg("releasing the migration lock"))?;
     let report = report?;
     for m in report.applied_migrations() {
         tracing::info!(version = m.version(), name = m.name(), "migration applied");

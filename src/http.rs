@@ -12,7 +12,12 @@ use warp::http::StatusCode;
 use crate::health::{Health, Status};
 use crate::metrics::Metrics;
 
-pub async fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>, stop: impl Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
     let h = health.clone();
     let prometheus = warp::path!("metrics" / "prometheus").and(warp::get()).map(move || {
         h.report(); // refreshes the derived gauges

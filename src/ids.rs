@@ -103,7 +103,10 @@ unsafe fn sha1_x8(blocks: &[[u32; 16]; LANES]) -> [[u32; 5]; LANES] {
                 let wt = if t < 16 {
                     w[t]
                 } else {
-                    let x = _mm256_xor_si256(_mm256_xor_si256(w[(t - 3) & 15], w[(t - 8) & 15]), _mm256_xor_si256(w[(t - 14) & 15], w[t & 15]));
+                    let x = _mm256_xor_si256(
+                        _mm256_xor_si256(w[(t - 3) & 15], w[(t - 8) & 15]),
+                        _mm256_xor_si256(w[(t - 14) & 15], w[t & 15]),
+                    );
                     w[t & 15] = rotl::<1, 31>(x);
                     w[t & 15]
                 };
@@ -111,7 +114,10 @@ unsafe fn sha1_x8(blocks: &[[u32; 16]; LANES]) -> [[u32; 5]; LANES] {
                     let ($b, $c, $d) = (b, c, d);
                     $f
                 };
-                let sum = _mm256_add_epi32(_mm256_add_epi32(rotl::<5, 27>(a), f), _mm256_add_epi32(_mm256_add_epi32(e, wt), _mm256_set1_epi32($k as i32)));
+                let sum = _mm256_add_epi32(
+                    _mm256_add_epi32(rotl::<5, 27>(a), f),
+                    _mm256_add_epi32(_mm256_add_epi32(e, wt), _mm256_set1_epi32($k as i32)),
+                );
                 e = d;
                 d = c;
                 c = rotl::<30, 2>(b);
@@ -122,7 +128,10 @@ unsafe fn sha1_x8(blocks: &[[u32; 16]; LANES]) -> [[u32; 5]; LANES] {
     }
     rounds!(0..20, 0x5A82_7999u32, |b, c, d| _mm256_xor_si256(d, _mm256_and_si256(b, _mm256_xor_si256(c, d))));
     rounds!(20..40, 0x6ED9_EBA1u32, |b, c, d| _mm256_xor_si256(_mm256_xor_si256(b, c), d));
-    rounds!(40..60, 0x8F1B_BCDCu32, |b, c, d| _mm256_or_si256(_mm256_and_si256(b, c), _mm256_and_si256(d, _mm256_or_si256(b, c))));
+    rounds!(40..60, 0x8F1B_BCDCu32, |b, c, d| _mm256_or_si256(
+        _mm256_and_si256(b, c),
+        _mm256_and_si256(d, _mm256_or_si256(b, c))
+    ));
     rounds!(60..80, 0xCA62_C1D6u32, |b, c, d| _mm256_xor_si256(_mm256_xor_si256(b, c), d));
     let mut out = [[0u32; 5]; LANES];
     for (i, (v, h)) in [a, b, c, d, e].into_iter().zip(IV).enumerate() {

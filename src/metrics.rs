@@ -68,46 +68,133 @@ impl Metrics {
         let gauge = |name: &str, help: &str| reg!(IntGauge::new(name, help));
         let fgauge = |name: &str, help: &str| reg!(Gauge::new(name, help));
         let counter = |name: &str, help: &str| reg!(IntCounter::new(name, help));
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| reg!(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)));
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            reg!(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)))
+        };
 
         let m = Metrics {
-            buffer_size: gauge("buffer_size", "Events fetched from Kafka and not yet persisted (rows and dead letters), in events."),
+            buffer_size: gauge(
+                "buffer_size",
+                "Events fetched from Kafka and not yet persisted (rows and dead letters), in events.",
+            ),
             buffer_size_bytes: gauge("buffer_size_bytes", "Bytes of message values fetched from Kafka and not yet persisted."),
-            buffer_capacity: gauge("buffer_capacity", "Buffer capacity in events (--buffer-capacity); fetching pauses when it is reached."),
+            buffer_capacity: gauge(
+                "buffer_capacity",
+                "Buffer capacity in events (--buffer-capacity); fetching pauses when it is reached.",
+            ),
             buffer_capacity_bytes: gauge("buffer_capacity_bytes", "Buffer capacity in bytes (--buffer-capacity-bytes)."),
-            buffer_utilization_percent: fgauge("buffer_utilization_percent", "Buffer fill, in percent of the fuller of its two capacities (events, bytes)."),
-            buffer_events_enqueued_total: counter("buffer_events_enqueued_total", "Events taken from Kafka into the buffer, in events."),
-            buffer_events_dropped_total: counter("buffer_events_dropped_total", "Events dropped by the buffer: always 0, a full buffer pauses fetching instead."),
-            kafka_fetch_paused: gauge("kafka_fetch_paused", "1 while no messages are taken from Kafka (buffer full: held, then paused after 1 s; or circuit breaker open), else 0."),
+            buffer_utilization_percent: fgauge(
+                "buffer_utilization_percent",
+                "Buffer fill, in percent of the fuller of its two capacities (events, bytes).",
+            ),
+            buffer_events_enqueued_total: counter(
+                "buffer_events_enqueued_total",
+                "Events taken from Kafka into the buffer, in events.",
+            ),
+            buffer_events_dropped_total: counter(
+                "buffer_events_dropped_total",
+                "Events dropped by the buffer: always 0, a full buffer pauses fetching instead.",
+            ),
+            kafka_fetch_paused: gauge(
+                "kafka_fetch_paused",
+                "1 while no messages are taken from Kafka (buffer full: held, then paused after 1 s; or circuit breaker open), else 0.",
+            ),
 
-            events_throughput_per_second: fgauge("events_throughput_per_second", "Events persisted per second (rows and dead letters), averaged over the last 5 s."),
+            events_throughput_per_second: fgauge(
+                "events_throughput_per_second",
+                "Events persisted per second (rows and dead letters), averaged over the last 5 s.",
+            ),
             events_processed_total: counter("events_processed_total", "Events persisted as rows of the events table, in events."),
-            events_dead_lettered_total: reg!(IntCounterVec::new(Opts::new("events_dead_lettered_total", "Messages persisted as dead letters, by reason, in messages."), &["reason"])),
-            events_replayed_skipped_total: counter("events_replayed_skipped_total", "Messages below a partition's persisted offset, skipped as already stored."),
+            events_dead_lettered_total: reg!(IntCounterVec::new(
+                Opts::new("events_dead_lettered_total", "Messages persisted as dead letters, by reason, in messages."),
+                &["reason"]
+            )),
+            events_replayed_skipped_total: counter(
+                "events_replayed_skipped_total",
+                "Messages below a partition's persisted offset, skipped as already stored.",
+            ),
 
-            worker_batches_processed_total: counter("worker_batches_processed_total", "Batches committed to PostgreSQL by the flush workers."),
-            worker_batch_processing_seconds: histogram("worker_batch_processing_seconds", "Time from a batch reaching its flush worker to its commit, retries included, in seconds.", prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets")),
-            worker_batch_size: histogram("worker_batch_size", "Events (rows and dead letters) per committed batch.", vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0]),
-            worker_flush_errors_total: reg!(IntCounterVec::new(Opts::new("worker_flush_errors_total", "Failed attempts to persist a batch, by kind: transient (retried), data (rows isolated), fence (partition owned elsewhere), fatal."), &["kind"])),
+            worker_batches_processed_total: counter(
+                "worker_batches_processed_total",
+                "Batches committed to PostgreSQL by the flush workers.",
+            ),
+            worker_batch_processing_seconds: histogram(
+                "worker_batch_processing_seconds",
+                "Time from a batch reaching its flush worker to its commit, retries included, in seconds.",
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+            ),
+            worker_batch_size: histogram(
+                "worker_batch_size",
+                "Events (rows and dead letters) per committed batch.",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0],
+            ),
+            worker_flush_errors_total: reg!(IntCounterVec::new(
+                Opts::new(
+                    "worker_flush_errors_total",
+                    "Failed attempts to persist a batch, by kind: transient (retried), data (rows isolated), fence (partition owned elsewhere), fatal."
+                ),
+                &["kind"]
+            )),
             worker_busy: gauge("worker_busy", "Flush workers currently persisting a batch."),
-            offset_fence_conflicts_total: counter("offset_fence_conflicts_total", "Units rolled back because consumer_offsets had moved on: another instance owns the partition."),
+            offset_fence_conflicts_total: counter(
+                "offset_fence_conflicts_total",
+                "Units rolled back because consumer_offsets had moved on: another instance owns the partition.",
+            ),
 
             app_health_status: fgauge("app_health_status", "Overall health: 1 healthy, 0.5 degraded, 0 down."),
             circuit_breaker_state: gauge("circuit_breaker_state", "PostgreSQL circuit breaker: 0 closed, 1 half-open, 2 open."),
             database_connection_up: gauge("database_connection_up", "1 if the last PostgreSQL operation succeeded, else 0."),
 
-            business_events_total: gauge("business_events_total", "Events persisted since the table began, from event_counts, in events."),
-            business_events_by_service: reg!(IntGaugeVec::new(Opts::new("business_events_by_service", "Events persisted per service, from event_counts, in events (services beyond --max-service-labels are summed as \"other\")."), &["service"])),
-            business_events_last_24h: gauge("business_events_last_24h", "Events whose event time falls in the last 24 hours (hour-granular), from event_counts."),
-            business_events_last_24h_by_service: reg!(IntGaugeVec::new(Opts::new("business_events_last_24h_by_service", "Events in the last 24 hours of event time per service, from event_counts."), &["service"])),
+            business_events_total: gauge(
+                "business_events_total",
+                "Events persisted since the table began, from event_counts, in events.",
+            ),
+            business_events_by_service: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "business_events_by_service",
+                    "Events persisted per service, from event_counts, in events (services beyond --max-service-labels are summed as \"other\")."
+                ),
+                &["service"]
+            )),
+            business_events_last_24h: gauge(
+                "business_events_last_24h",
+                "Events whose event time falls in the last 24 hours (hour-granular), from event_counts.",
+            ),
+            business_events_last_24h_by_service: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "business_events_last_24h_by_service",
+                    "Events in the last 24 hours of event time per service, from event_counts."
+                ),
+                &["service"]
+            )),
 
-            kafka_consumer_lag: reg!(IntGaugeVec::new(Opts::new("kafka_consumer_lag", "Messages between the partition's high watermark and this group's committed offset, from librdkafka statistics."), &["topic", "partition"])),
-            kafka_consumer_lag_sum: gauge("kafka_consumer_lag_sum", "Sum of kafka_consumer_lag over the partitions assigned to this instance, in messages."),
+            kafka_consumer_lag: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "kafka_consumer_lag",
+                    "Messages between the partition's high watermark and this group's committed offset, from librdkafka statistics."
+                ),
+                &["topic", "partition"]
+            )),
+            kafka_consumer_lag_sum: gauge(
+                "kafka_consumer_lag_sum",
+                "Sum of kafka_consumer_lag over the partitions assigned to this instance, in messages.",
+            ),
             kafka_assigned_partitions: gauge("kafka_assigned_partitions", "Partitions currently assigned to this instance."),
-            kafka_rebalances_total: counter("kafka_rebalances_total", "Rebalance callbacks (assignments and revocations) received from the group."),
+            kafka_rebalances_total: counter(
+                "kafka_rebalances_total",
+                "Rebalance callbacks (assignments and revocations) received from the group.",
+            ),
 
-            event_end_to_end_latency_seconds: histogram("event_end_to_end_latency_seconds", "Persist time minus the event's timestamp, in seconds.", LATENCY_BUCKETS.to_vec()),
-            event_ingest_latency_seconds: histogram("event_ingest_latency_seconds", "Persist time minus the Kafka message timestamp (append or create time), in seconds.", LATENCY_BUCKETS.to_vec()),
+            event_end_to_end_latency_seconds: histogram(
+                "event_end_to_end_latency_seconds",
+                "Persist time minus the event's timestamp, in seconds.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            event_ingest_latency_seconds: histogram(
+                "event_ingest_latency_seconds",
+                "Persist time minus the Kafka message timestamp (append or create time), in seconds.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
             registry,
         };
         for reason in Reject::ALL {

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use rdkafka::{ClientContext, Statistics};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Statistics};
 
 use crate::config::ProduceArgs;
 
@@ -88,11 +88,15 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
     for (k, v) in &args.kafka_config {
         config.set(k, v);
     }
-    let producer: ThreadedProducer<Delivery> = config.create_with_context(Delivery(counts.clone())).map_err(ProduceError::Config)?;
+    let producer: ThreadedProducer<Delivery> =
+        config.create_with_context(Delivery(counts.clone())).map_err(ProduceError::Config)?;
     // Connected, and the topic exists, before the first event is stamped: events must not wait
     // in the queue for the connection (that would count as end-to-end latency downstream), and
     // a missing topic is said at once instead of after message.timeout.ms.
-    let metadata = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(30)).map_err(|e| ProduceError::Topic(args.topic.clone(), e.to_string()))?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(30))
+        .map_err(|e| ProduceError::Topic(args.topic.clone(), e.to_string()))?;
     if let Some(err) = metadata.topics().first().and_then(|t| t.error()) {
         return Err(ProduceError::Topic(args.topic.clone(), RDKafkaErrorCode::from(err).to_string()));
     }
@@ -104,7 +108,14 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let started = Instant::now();
-    let mut out = Sender { producer: &producer, topic: &args.topic, counts: &counts, pacer: Pacer::new(args.rate), progress: Progress::new(args.count, counts.clone()), sent: 0 };
+    let mut out = Sender {
+        producer: &producer,
+        topic: &args.topic,
+        counts: &counts,
+        pacer: Pacer::new(args.rate),
+        progress: Progress::new(args.count, counts.clone()),
+        sent: 0,
+    };
     match &args.input {
         Some(path) => {
             let mut reader: Box<dyn BufRead> = if path == "-" {
@@ -137,7 +148,12 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
     }
     let (sent, progress) = (out.sent, out.progress);
     let _ = producer.flush(Duration::from_secs(120));
-    let summary = Summary { sent, delivered: counts.delivered.load(Relaxed), failed: counts.failed.load(Relaxed), elapsed: started.elapsed() };
+    let summary = Summary {
+        sent,
+        delivered: counts.delivered.load(Relaxed),
+        failed: counts.failed.load(Relaxed),
+        elapsed: started.elapsed(),
+    };
     progress.finish(&summary);
     if summary.delivered < summary.sent {
         return Err(ProduceError::Undelivered(summary.sent - summary.delivered, summary.sent));
@@ -160,7 +176,9 @@ impl Sender<'_> {
         loop {
             match self.producer.send(BaseRecord::<(), [u8]>::to(self.topic).payload(value)) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => std::thread::sleep(Duration::from_millis(1)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
                 Err((e, _)) => {
                     tracing::error!(error = %e, "message not queued");
                     self.counts.failed.fetch_add(1, Relaxed);
@@ -210,12 +228,15 @@ pub(crate) struct Synthetic {
     seq: u64,
 }
 
-const SERVICE_NAMES: &[&str] = &["checkout", "billing", "auth", "search", "catalog", "shipping", "payments", "reviews", "inventory", "notifications"];
+const SERVICE_NAMES: &[&str] =
+    &["checkout", "billing", "auth", "search", "catalog", "shipping", "payments", "reviews", "inventory", "notifications"];
 const TYPE_NAMES: &[&str] = &["created", "updated", "completed", "failed", "viewed", "deleted", "retried", "expired"];
 
 impl Synthetic {
     pub(crate) fn new(args: &ProduceArgs) -> Self {
-        let name = |list: &[&str], i: usize| if i < list.len() { list[i].to_string() } else { format!("{}-{}", list[i % list.len()], i / list.len()) };
+        let name = |list: &[&str], i: usize| {
+            if i < list.len() { list[i].to_string() } else { format!("{}-{}", list[i % list.len()], i / list.len()) }
+        };
         Synthetic {
             rng: fastrand::Rng::with_seed(args.seed),
             services: (0..args.services).map(|i| name(SERVICE_NAMES, i)).collect(),
@@ -259,7 +280,14 @@ impl Synthetic {
             if i > 0 {
                 buf.push(b',');
             }
-            let _ = write!(buf, r#"{{"sku":"SKU-{:05}","qty":{},"price":{}.{:02}}}"#, r.u32(..100_000), r.u8(1..10), r.u16(1..1000), r.u8(..100));
+            let _ = write!(
+                buf,
+                r#"{{"sku":"SKU-{:05}","qty":{},"price":{}.{:02}}}"#,
+                r.u32(..100_000),
+                r.u8(1..10),
+                r.u16(1..1000),
+                r.u8(..100)
+            );
         }
         buf.extend_from_slice(br#"],"note":""#);
         // Pad the payload to the requested size with text of the printable ASCII range.
@@ -318,7 +346,11 @@ impl Progress {
                 if now >= self.next_line {
                     self.next_line = now + Duration::from_secs(2);
                     let rate = sent as f64 / self.started.elapsed().as_secs_f64();
-                    eprintln!("produce: sent {sent}, delivered {}, failed {}, {rate:.0} events/s", self.counts.delivered.load(Relaxed), self.counts.failed.load(Relaxed));
+                    eprintln!(
+                        "produce: sent {sent}, delivered {}, failed {}, {rate:.0} events/s",
+                        self.counts.delivered.load(Relaxed),
+                        self.counts.failed.load(Relaxed)
+                    );
                 }
             }
         }
@@ -329,7 +361,14 @@ impl Progress {
             bar.finish_and_clear();
         }
         let rate = s.sent as f64 / s.elapsed.as_secs_f64().max(1e-9);
-        println!("produced: sent {}, delivered {}, failed {}, in {:.2} s, {:.0} events/s", s.sent, s.delivered, s.failed, s.elapsed.as_secs_f64(), rate);
+        println!(
+            "produced: sent {}, delivered {}, failed {}, in {:.2} s, {:.0} events/s",
+            s.sent,
+            s.delivered,
+            s.failed,
+            s.elapsed.as_secs_f64(),
+            rate
+        );
     }
 }
 

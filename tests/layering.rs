@@ -166,7 +166,8 @@ fn the_module_map_points_one_way() {
         for to in tos {
             let forbidden = (in_group(from, "kafka") && in_group(to, "sink"))
                 || (in_group(from, "sink") && in_group(to, "kafka"))
-                || ((in_group(from, "pipeline") || in_group(from, "event")) && ["kafka", "sink", "app"].iter().any(|g| in_group(to, g)));
+                || ((in_group(from, "pipeline") || in_group(from, "event"))
+                    && ["kafka", "sink", "app"].iter().any(|g| in_group(to, g)));
             if forbidden {
                 wrong.push(format!("{from} -> {to}"));
             }

@@ -171,12 +171,24 @@ mod containers {
             .with_db_name("aurore_events")
             .with_name(&pname)
             .with_tag(&ptag)
-            .with_cmd(["postgres", "-c", "fsync=off", "-c", "shared_preload_libraries=pg_stat_statements", "-c", "max_connections=200"])
+            .with_cmd([
+                "postgres",
+                "-c",
+                "fsync=off",
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
+                "-c",
+                "max_connections=200",
+            ])
             .start()
             .unwrap_or_else(|e| panic!("starting PostgreSQL ({pname}:{ptag}) with testcontainers: {e}"));
         let kport = kafka.get_host_port_ipv4(apache::KAFKA_PORT).expect("Kafka port");
         let pport = pg.get_host_port_ipv4(5432).expect("PostgreSQL port");
-        eprintln!("[testcontainers] started Kafka {kname}:{ktag} (container {}) on 127.0.0.1:{kport} and PostgreSQL {pname}:{ptag} (container {}) on 127.0.0.1:{pport}", short(kafka.id()), short(pg.id()));
+        eprintln!(
+            "[testcontainers] started Kafka {kname}:{ktag} (container {}) on 127.0.0.1:{kport} and PostgreSQL {pname}:{ptag} (container {}) on 127.0.0.1:{pport}",
+            short(kafka.id()),
+            short(pg.id())
+        );
         Stack {
             brokers: format!("127.0.0.1:{kport}"),
             admin_url: format!("postgres://aurore:aurore@127.0.0.1:{pport}/aurore_events"),
@@ -215,18 +227,25 @@ impl Env {
             partitions,
             stack: stack.clone(),
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &stack.brokers).create().expect("Kafka admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &stack.brokers).create().expect("Kafka admin client");
         let mut topic = NewTopic::new(&env.topic, partitions, TopicReplication::Fixed(1));
         for (k, v) in topic_config {
             topic = topic.set(k, v);
         }
-        let created = admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await.expect("create topic");
+        let created = admin
+            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+            .await
+            .expect("create topic");
         for r in created {
             r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
         }
         let admin_db = connect(&stack.admin_url).await;
         admin_db.batch_execute(&format!("CREATE DATABASE \"aurore_it_{}\"", env.name)).await.expect("create test database");
-        eprintln!("[{}] Kafka {} and PostgreSQL via {}; topic {}, database aurore_it_{}", test, stack.brokers, stack.via, env.topic, env.name);
+        eprintln!(
+            "[{}] Kafka {} and PostgreSQL via {}; topic {}, database aurore_it_{}",
+            test, stack.brokers, stack.via, env.topic, env.name
+        );
         env
     }
 
@@ -271,12 +290,18 @@ impl Env {
     /// Each partition's high watermark.
     pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
         let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.stack.brokers).create().expect("consumer");
-        (0..self.partitions).map(|p| (p, c.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).expect("watermarks").1)).collect()
+        (0..self.partitions)
+            .map(|p| (p, c.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).expect("watermarks").1))
+            .collect()
     }
 
     /// The group's committed offsets in Kafka (-1: none).
     pub fn kafka_committed(&self) -> BTreeMap<i32, i64> {
-        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.stack.brokers).set("group.id", &self.group).create().expect("consumer");
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("consumer");
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.partitions {
             tpl.add_partition(&self.topic, p);
@@ -289,12 +314,12 @@ impl Env {
     /// (the test's topic, unless `extra` names `--topics`: repeated, they would add up).
     pub fn aurore_args(&self, http_port: u16, extra: &[&str]) -> Vec<String> {
         let topics = if extra.contains(&"--topics") { vec![] } else { vec!["--topics".to_string(), self.topic.clone()] };
-        ["run".to_string()].into_iter().chain(topics).chain([
-            "--group-id".into(),
-            self.group.clone(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{http_port}"),
-        ]).chain(extra.iter().map(|s| s.to_string())).collect()
+        ["run".to_string()]
+            .into_iter()
+            .chain(topics)
+            .chain(["--group-id".into(), self.group.clone(), "--http-addr".into(), format!("127.0.0.1:{http_port}")])
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
     }
 
     /// Starts aurore on this test's topic and database.
@@ -318,7 +343,8 @@ impl Env {
             )
             .await
             .expect("counting rows");
-        let mut seen: HashMap<i32, (i64, i64, i64, i64)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4)))).collect();
+        let mut seen: HashMap<i32, (i64, i64, i64, i64)> =
+            rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4)))).collect();
         for (&p, &h) in &hw {
             let got = seen.remove(&p).unwrap_or((0, 0, -1, -1));
             let want = if h == 0 { (0, 0, -1, -1) } else { (h, h, 0, h - 1) };
@@ -328,7 +354,10 @@ impl Env {
         let dup_ids: i64 = db.query_one("SELECT count(*) - count(DISTINCT id) FROM events", &[]).await.unwrap().get(0);
         assert_eq!(dup_ids, 0, "duplicate ids in events");
         let offsets: BTreeMap<i32, i64> = db
-            .query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2", &[&self.group, &self.topic])
+            .query(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+                &[&self.group, &self.topic],
+            )
             .await
             .unwrap()
             .iter()
@@ -374,7 +403,8 @@ fn replace_db(url: &str, db: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", redact(url)));
+    let (client, conn) =
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", redact(url)));
     tokio::spawn(conn);
     client
 }
@@ -471,7 +501,8 @@ impl Aurore {
 
     /// GET on aurore's HTTP server: (status, body); `None` while it is not listening.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(5))).build().into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(5))).build().into();
         let mut resp = agent.get(&format!("http://127.0.0.1:{}{path}", self.port)).call().ok()?;
         let status = resp.status().as_u16();
         Some((status, resp.body_mut().read_to_string().ok()?))
@@ -520,10 +551,14 @@ impl Metrics {
 
     /// The value of the sample `name` whose labels include `labels`.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
-            prometheus_parse::Value::Summary(_) => f64::NAN,
+        self.0.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(|s| {
+            match &s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => {
+                    *v
+                }
+                prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            }
         })
     }
 
@@ -535,7 +570,10 @@ impl Metrics {
 /// Runs a PromQL instant query against the stack's Prometheus; returns (labels, value) rows.
 pub fn prometheus_query(expr: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
     let url = std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:9090".into());
-    let mut resp = ureq::get(&format!("{url}/api/v1/query")).query("query", expr).call().unwrap_or_else(|e| panic!("Prometheus at {url}: {e} (scripts/stack up starts it)"));
+    let mut resp = ureq::get(&format!("{url}/api/v1/query"))
+        .query("query", expr)
+        .call()
+        .unwrap_or_else(|e| panic!("Prometheus at {url}: {e} (scripts/stack up starts it)"));
     let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(body["status"], "success", "{body}");
     body["data"]["result"]
@@ -611,7 +649,11 @@ impl Env {
 
 /// Runs `scripts/stack <args>` of this checkout (local-stack mode only).
 pub fn stack_command(env: &Env, args: &[&str]) {
-    assert_eq!(env.stack.via, "the running stack", "restarting a part needs the local stack (scripts/stack up), not {}", env.stack.via);
+    assert_eq!(
+        env.stack.via, "the running stack",
+        "restarting a part needs the local stack (scripts/stack up), not {}",
+        env.stack.via
+    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
     let status = Command::new(&script).args(args).status().expect("running scripts/stack");
     assert!(status.success(), "scripts/stack {args:?} failed");
@@ -620,11 +662,20 @@ pub fn stack_command(env: &Env, args: &[&str]) {
 impl Env {
     /// Produces `messages` in the background, `chunk` at a time with `pause` between chunks,
     /// so that the stream keeps flowing while the test kills, restarts or cuts things off.
-    pub fn produce_stream(&self, producer: &FutureProducer, messages: Vec<(i32, Vec<u8>)>, chunk: usize, pause: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn produce_stream(
+        &self,
+        producer: &FutureProducer,
+        messages: Vec<(i32, Vec<u8>)>,
+        chunk: usize,
+        pause: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let (producer, topic) = (producer.clone(), self.topic.clone());
         tokio::spawn(async move {
             for part in messages.chunks(chunk) {
-                let sends = part.iter().map(|(p, v)| producer.send(FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_slice()), Duration::from_secs(180)));
+                let sends = part.iter().map(|(p, v)| {
+                    producer
+                        .send(FutureRecord::<(), [u8]>::to(&topic).partition(*p).payload(v.as_slice()), Duration::from_secs(180))
+                });
                 for r in futures::future::join_all(sends).await {
                     r.unwrap_or_else(|(e, _)| panic!("produce failed: {e}"));
                 }

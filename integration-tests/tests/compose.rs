@@ -41,7 +41,11 @@ fn services(config: &str) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn the_compose_file_validates() {
-    let out = Command::new("docker-compose").args(["-f", "docker-compose.yml", "config", "-q"]).current_dir(repo()).output().expect("docker-compose");
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(repo())
+        .output()
+        .expect("docker-compose");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -51,7 +55,10 @@ fn every_service_has_a_healthcheck_and_every_dependency_a_condition() {
     // Conditions as written (normalising adds service_started to a bare dependency).
     let written = services(&std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap());
     let names: Vec<&str> = normalised.keys().map(String::as_str).collect();
-    assert_eq!(names, ["aurore", "grafana", "kafka", "kafka_exporter", "postgres", "postgres_exporter", "producer", "prometheus", "topic-init"]);
+    assert_eq!(
+        names,
+        ["aurore", "grafana", "kafka", "kafka_exporter", "postgres", "postgres_exporter", "producer", "prometheus", "topic-init"]
+    );
     for (name, lines) in &normalised {
         assert!(lines.iter().any(|l| l == "    healthcheck:"), "{name} has no healthcheck");
     }
@@ -65,17 +72,25 @@ fn every_service_has_a_healthcheck_and_every_dependency_a_condition() {
                 in_depends = l == "    depends_on:";
             } else if in_depends && l.starts_with("      ") && !l.starts_with("       ") {
                 deps += 1;
-            } else if in_depends && ["condition: service_healthy", "condition: service_completed_successfully"].contains(&l.trim()) {
+            } else if in_depends
+                && ["condition: service_healthy", "condition: service_completed_successfully"].contains(&l.trim())
+            {
                 conditions += 1;
             }
         }
-        assert_eq!(deps, conditions, "{name}: every depends_on entry waits for service_healthy or service_completed_successfully");
+        assert_eq!(
+            deps, conditions,
+            "{name}: every depends_on entry waits for service_healthy or service_completed_successfully"
+        );
     }
     let has = |service: &str, text: &str| normalised[service].iter().any(|l| l.contains(text));
     assert!(has("aurore", "condition: service_completed_successfully"), "aurore waits for topic-init to succeed");
     assert!(has("aurore", "/health/ready"), "aurore's healthcheck is /health/ready");
     assert!(has("grafana", "published: 3001"), "Grafana on host port 3001");
-    assert!(has("producer", "- producer") && has("producer", "produce"), "the producer runs `aurore produce` under the producer profile");
+    assert!(
+        has("producer", "- producer") && has("producer", "produce"),
+        "the producer runs `aurore produce` under the producer profile"
+    );
     assert!(has("postgres", "shared_preload_libraries=pg_stat_statements"), "pg_stat_statements preloaded");
     assert!(has("kafka", "image: apache/kafka:"), "the official Kafka image");
     assert!(has("topic-init", "topics.conf"), "topics from kafka/topics.conf");

@@ -15,7 +15,14 @@ async fn sigkill_at_several_points_loses_and_duplicates_nothing() {
     let produce = env.produce_stream(&producer, stream, 10_000, Duration::from_millis(150));
     // Kill at several points: early, mid-stream, while batches are in flight.
     for (round, kill_at) in [5_000i64, 40_000, 90_000, 140_000].into_iter().enumerate() {
-        let mut aurore = env.spawn_aurore(&["--batch-size", "2000", "--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=1000"]);
+        let mut aurore = env.spawn_aurore(&[
+            "--batch-size",
+            "2000",
+            "--kafka-config",
+            "session.timeout.ms=6000",
+            "--kafka-config",
+            "heartbeat.interval.ms=1000",
+        ]);
         wait_until(&format!("round {round}: {kill_at} persisted"), Duration::from_secs(180), || async {
             (env.persisted().await >= kill_at).then_some(())
         })
@@ -30,6 +37,12 @@ async fn sigkill_at_several_points_loses_and_duplicates_nothing() {
     assert_eq!((rows, dead), (TOTAL as i64, 0));
     // The producer's own payload index: every one of them exactly once.
     let db = env.db().await;
-    let r = db.query_one("SELECT count(DISTINCT (payload->>'i')::int8), min((payload->>'i')::int8), max((payload->>'i')::int8) FROM events", &[]).await.unwrap();
+    let r = db
+        .query_one(
+            "SELECT count(DISTINCT (payload->>'i')::int8), min((payload->>'i')::int8), max((payload->>'i')::int8) FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)), (TOTAL as i64, 0, TOTAL as i64 - 1));
 }

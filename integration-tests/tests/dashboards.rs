@@ -39,12 +39,19 @@ fn provisioned_uids() -> HashSet<String> {
 #[test]
 fn dashboards_are_what_the_generator_writes() {
     let out = tempdir();
-    let status = Command::new("python3").arg(repo().join("grafana/generate.py")).args(["--out", out.to_str().unwrap()]).status().expect("python3");
+    let status = Command::new("python3")
+        .arg(repo().join("grafana/generate.py"))
+        .args(["--out", out.to_str().unwrap()])
+        .status()
+        .expect("python3");
     assert!(status.success());
     for name in DASHBOARDS {
         let generated = std::fs::read_to_string(out.join(format!("{name}.json"))).unwrap();
         let committed = std::fs::read_to_string(repo().join(format!("grafana/dashboards/{name}.json"))).unwrap();
-        assert!(generated == committed, "grafana/dashboards/{name}.json differs from grafana/generate.py's output: run python3 grafana/generate.py");
+        assert!(
+            generated == committed,
+            "grafana/dashboards/{name}.json differs from grafana/generate.py's output: run python3 grafana/generate.py"
+        );
     }
 }
 
@@ -103,14 +110,20 @@ fn all_queries() -> Vec<(String, String)> {
         for v in d["templating"]["list"].as_array().unwrap() {
             // label_values(metric, label): the label's values exist when this returns series.
             let q = v["query"]["query"].as_str().unwrap();
-            let inner = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')).unwrap_or_else(|| panic!("{name}: variable query {q}"));
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{name}: variable query {q}"));
             let (metric, label) = inner.rsplit_once(',').unwrap();
             out.push((format!("{name} variable {}", v["name"]), format!("count by ({}) ({})", label.trim(), metric.trim())));
         }
         for p in panels(&d) {
             for t in p["targets"].as_array().into_iter().flatten() {
                 let expr = t["expr"].as_str().unwrap();
-                out.push((format!("{name} / {} / {}", p["title"].as_str().unwrap(), t["refId"].as_str().unwrap()), substitute(expr, &vars)));
+                out.push((
+                    format!("{name} / {} / {}", p["title"].as_str().unwrap(), t["refId"].as_str().unwrap()),
+                    substitute(expr, &vars),
+                ));
             }
         }
     }
@@ -154,11 +167,18 @@ async fn every_dashboard_query_and_recording_rule_returns_data_under_load() {
     let waited = tokio::time::Instant::now();
     wait_until("every dashboard query and recording rule to return at least one series", Duration::from_secs(180), || {
         let pending = std::mem::take(&mut empty);
-        let still: Vec<_> = tokio::task::block_in_place(|| pending.into_iter().filter(|(_, q)| prometheus_query(q).is_empty()).collect());
+        let still: Vec<_> =
+            tokio::task::block_in_place(|| pending.into_iter().filter(|(_, q)| prometheus_query(q).is_empty()).collect());
         let done = still.is_empty();
         if !done && still.len() != reported {
             reported = still.len();
-            eprintln!("{} of {} queries still empty after {:?}, e.g. {:?}", still.len(), queries.len(), waited.elapsed(), &still[..still.len().min(3)]);
+            eprintln!(
+                "{} of {} queries still empty after {:?}, e.g. {:?}",
+                still.len(),
+                queries.len(),
+                waited.elapsed(),
+                &still[..still.len().min(3)]
+            );
         }
         empty = still;
         async move { done.then_some(()) }

@@ -29,7 +29,13 @@ fn bad_inputs() -> Vec<(Option<Vec<u8>>, &'static str)> {
         (Some(Vec::new()), "empty"),
         (None, "tombstone"),
         (b(r#"{"service":"s","event_type":"t","payload":1e999999}"#), "number_out_of_range"),
-        (Some(format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000)).into_bytes()), "too_deep"),
+        (
+            Some(
+                format!(r#"{{"service":"s","event_type":"t","payload":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000))
+                    .into_bytes(),
+            ),
+            "too_deep",
+        ),
         (b(r#"{"event_type":"t","service":null}"#), "wrong_type"),
         (b(r#"{"service":"s","event_type":"t","timestamp":"+300000-01-01T00:00:00Z"}"#), "invalid_timestamp"),
         (b(r#"{"service":"s","event_type":"t","timestamp":17}"#), "invalid_timestamp"),
@@ -78,9 +84,11 @@ async fn invalid_messages_become_dead_letters_with_their_reason() {
     let want: BTreeMap<String, i64> = want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     assert_eq!(got, want);
     // The raw bytes are kept as received, and every detail says something.
-    let raw: Option<Vec<u8>> = db.query_one("SELECT raw FROM dead_letters WHERE reason = 'not_utf8' LIMIT 1", &[]).await.unwrap().get(0);
+    let raw: Option<Vec<u8>> =
+        db.query_one("SELECT raw FROM dead_letters WHERE reason = 'not_utf8' LIMIT 1", &[]).await.unwrap().get(0);
     assert_eq!(raw.as_deref(), Some(&b"\xff\xfe{\"service\":\"s\"}"[..]));
-    let tomb: Option<Vec<u8>> = db.query_one("SELECT raw FROM dead_letters WHERE reason = 'tombstone' LIMIT 1", &[]).await.unwrap().get(0);
+    let tomb: Option<Vec<u8>> =
+        db.query_one("SELECT raw FROM dead_letters WHERE reason = 'tombstone' LIMIT 1", &[]).await.unwrap().get(0);
     assert_eq!(tomb, None);
     let (len, detail): (i32, String) = {
         let r = db.query_one("SELECT length(raw), detail FROM dead_letters WHERE reason = 'oversized'", &[]).await.unwrap();

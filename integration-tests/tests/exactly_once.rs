@@ -23,7 +23,8 @@ async fn one_hundred_thousand_events_give_exactly_one_hundred_thousand_rows() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(per_service, vec![("svc0".into(), 33_334), ("svc1".into(), 33_333), ("svc2".into(), 33_333)]);
-    let payload: serde_json::Value = db.query_one("SELECT payload FROM events WHERE partition = 0 AND \"offset\" = 0", &[]).await.unwrap().get(0);
+    let payload: serde_json::Value =
+        db.query_one("SELECT payload FROM events WHERE partition = 0 AND \"offset\" = 0", &[]).await.unwrap().get(0);
     assert_eq!(payload, serde_json::json!({"i": 0, "tags": ["a", "b"], "nested": {"ok": true}}));
     // Every partition's messages came through the burst queue (src/kafka/queue.rs).
     let log = aurore.log_text();

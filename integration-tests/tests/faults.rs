@@ -25,12 +25,16 @@ async fn a_missing_topic_is_reported_then_consumed_once_created() {
     assert!(aurore.child.try_wait().unwrap().is_none(), "a missing topic must not stop aurore");
     assert!(aurore.log_text().contains("topic does not exist"), "{}", aurore.log_text());
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &env.stack.brokers).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &env.stack.brokers).create().unwrap();
     admin.create_topics([&NewTopic::new(&missing, 1, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap();
     let producer = env.producer(&[]);
     for i in 0..100 {
         let v = event("late", "t", i);
-        producer.send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&missing).partition(0).payload(&v), Duration::from_secs(30)).await.unwrap();
+        producer
+            .send(rdkafka::producer::FutureRecord::<(), [u8]>::to(&missing).partition(0).payload(&v), Duration::from_secs(30))
+            .await
+            .unwrap();
     }
     env.wait_persisted(100, Duration::from_secs(90)).await;
     wait_until("/health healthy again", Duration::from_secs(30), || async {
@@ -43,7 +47,14 @@ async fn a_missing_topic_is_reported_then_consumed_once_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_without_insert_is_fatal_with_a_clear_error() {
     let env = Env::new("no_insert", 1, &[]).await;
-    assert!(std::process::Command::new(aurore_bin()).arg("migrate").env("DATABASE_URL", &env.database_url).status().unwrap().success());
+    assert!(
+        std::process::Command::new(aurore_bin())
+            .arg("migrate")
+            .env("DATABASE_URL", &env.database_url)
+            .status()
+            .unwrap()
+            .success()
+    );
     let role = format!("it_ro_{}", &env.name[env.name.len() - 10..]);
     let db = env.db().await;
     db.batch_execute(&format!(
@@ -62,7 +73,8 @@ async fn a_role_without_insert_is_fatal_with_a_clear_error() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("permission denied for table events"), "{log}");
     assert!(!log.contains(":ro@"), "the password must not be logged: {log}");
-    let rows: i64 = db.query_one("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM consumer_offsets)", &[]).await.unwrap().get(0);
+    let rows: i64 =
+        db.query_one("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM consumer_offsets)", &[]).await.unwrap().get(0);
     assert_eq!(rows, 0, "nothing committed past the error");
     assert!(env.kafka_committed().values().all(|o| *o < 0), "no Kafka offset committed");
     db.batch_execute(&format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}")).await.unwrap();

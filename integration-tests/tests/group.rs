@@ -18,7 +18,12 @@ async fn two_then_three_instances_joining_and_leaving_stay_exactly_once() {
     let b = env.spawn_aurore(&args);
     let reached = |n: i64| {
         let env = &env;
-        async move { wait_until(&format!("{n} persisted"), Duration::from_secs(180), || async { (env.persisted().await >= n).then_some(()) }).await }
+        async move {
+            wait_until(&format!("{n} persisted"), Duration::from_secs(180), || async {
+                (env.persisted().await >= n).then_some(())
+            })
+            .await
+        }
     };
     reached(20_000).await;
     // Both share the work.

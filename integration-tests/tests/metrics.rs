@@ -9,7 +9,10 @@ fn known_mix() -> (Vec<(i32, Option<Vec<u8>>)>, usize) {
     let mut out = Vec::new();
     for (service, n) in [("alpha", 300), ("beta", 200), ("gamma", 100)] {
         for i in 0..n {
-            out.push((i % 3, Some(format!(r#"{{"service":"{service}","event_type":"ping","payload":{{"n":{i}}}}}"#).into_bytes())));
+            out.push((
+                i % 3,
+                Some(format!(r#"{{"service":"{service}","event_type":"ping","payload":{{"n":{i}}}}}"#).into_bytes()),
+            ));
         }
     }
     for i in 0..6 {
@@ -21,13 +24,31 @@ fn known_mix() -> (Vec<(i32, Option<Vec<u8>>)>, usize) {
 }
 
 const DOCUMENTED: &[&str] = &[
-    "buffer_size", "buffer_capacity", "buffer_utilization_percent", "buffer_events_enqueued_total", "buffer_events_dropped_total",
-    "events_throughput_per_second", "events_processed_total", "events_dead_lettered_total",
-    "worker_batches_processed_total", "worker_batch_processing_seconds", "worker_batch_size", "worker_flush_errors_total",
-    "app_health_status", "circuit_breaker_state", "database_connection_up",
-    "business_events_total", "business_events_by_service", "business_events_last_24h", "business_events_last_24h_by_service",
-    "kafka_consumer_lag", "kafka_consumer_lag_sum", "kafka_assigned_partitions", "kafka_rebalances_total",
-    "event_end_to_end_latency_seconds", "event_ingest_latency_seconds",
+    "buffer_size",
+    "buffer_capacity",
+    "buffer_utilization_percent",
+    "buffer_events_enqueued_total",
+    "buffer_events_dropped_total",
+    "events_throughput_per_second",
+    "events_processed_total",
+    "events_dead_lettered_total",
+    "worker_batches_processed_total",
+    "worker_batch_processing_seconds",
+    "worker_batch_size",
+    "worker_flush_errors_total",
+    "app_health_status",
+    "circuit_breaker_state",
+    "database_connection_up",
+    "business_events_total",
+    "business_events_by_service",
+    "business_events_last_24h",
+    "business_events_last_24h_by_service",
+    "kafka_consumer_lag",
+    "kafka_consumer_lag_sum",
+    "kafka_assigned_partitions",
+    "kafka_rebalances_total",
+    "event_end_to_end_latency_seconds",
+    "event_ingest_latency_seconds",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +64,9 @@ async fn metrics_have_exact_values() {
         // The sum skips partitions whose committed offset librdkafka has not learnt yet: wait
         // for each partition's own lag too.
         let lag_zero = |p: &str| m.get("kafka_consumer_lag", &[("topic", &env.topic), ("partition", p)]) == Some(0.0);
-        let settled = m.get("business_events_total", &[]) == Some(600.0) && m.get("kafka_consumer_lag_sum", &[]) == Some(0.0) && ["0", "1", "2"].into_iter().all(lag_zero);
+        let settled = m.get("business_events_total", &[]) == Some(600.0)
+            && m.get("kafka_consumer_lag_sum", &[]) == Some(0.0)
+            && ["0", "1", "2"].into_iter().all(lag_zero);
         settled.then_some(m)
     })
     .await;
@@ -100,7 +123,8 @@ async fn service_labels_beyond_the_limit_collapse_into_other() {
         (m.get("business_events_total", &[]) == Some(50.0)).then_some(m)
     })
     .await;
-    let services: Vec<&str> = m.0.samples.iter().filter(|s| s.metric == "business_events_by_service").filter_map(|s| s.labels.get("service")).collect();
+    let services: Vec<&str> =
+        m.0.samples.iter().filter(|s| s.metric == "business_events_by_service").filter_map(|s| s.labels.get("service")).collect();
     assert_eq!(services.len(), 5, "4 services and other: {services:?}");
     assert_eq!(m.get("business_events_by_service", &[("service", "other")]), Some(30.0));
 }
@@ -109,7 +133,9 @@ async fn service_labels_beyond_the_limit_collapse_into_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_aurore() {
     let env = Env::new("prometheus", 2, &[]).await;
-    let msgs = (0..250).map(|i| (i % 2, Some(format!(r#"{{"service":"p","event_type":"t","payload":{{"i":{i}}}}}"#).into_bytes()))).collect();
+    let msgs = (0..250)
+        .map(|i| (i % 2, Some(format!(r#"{{"service":"p","event_type":"t","payload":{{"i":{i}}}}}"#).into_bytes())))
+        .collect();
     env.produce(&env.producer(&[]), msgs).await;
     assert!(std::net::TcpListener::bind("127.0.0.1:3000").is_ok(), "port 3000 is taken: stop what runs there (scripts/run?)");
     let aurore = Aurore::spawn_with(&env, &[], 3000, &env.database_url);

@@ -13,7 +13,12 @@ async fn a_postgres_outage_is_survived_and_reported() {
     let proxy = Proxy::start(env.database_addr()).await;
     // Five failures in a row open the circuit: with a 200 ms first backoff, about 1.5-3 s of
     // "degraded" (retrying) come before "down" (circuit open).
-    let aurore = Aurore::spawn_with(&env, &["--breaker-threshold", "5", "--retry-backoff", "200ms", "--retry-backoff-max", "2s"], free_port(), &env.database_url_via(proxy.port));
+    let aurore = Aurore::spawn_with(
+        &env,
+        &["--breaker-threshold", "5", "--retry-backoff", "200ms", "--retry-backoff-max", "2s"],
+        free_port(),
+        &env.database_url_via(proxy.port),
+    );
     let producer = env.producer(&[]);
     let all = events(TOTAL, 6);
     env.produce(&producer, all[..20_000].to_vec()).await;

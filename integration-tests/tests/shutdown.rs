@@ -12,14 +12,16 @@ async fn sigterm_flushes_and_exits_zero_and_a_restart_continues() {
     env.produce(&producer, events(60_000, 6)).await;
     // Small batches and a long linger: plenty is buffered, not yet persisted, at SIGTERM.
     let mut first = env.spawn_aurore(&["--batch-size", "500", "--linger", "5s"]);
-    wait_until("some rows persisted", Duration::from_secs(120), || async { (env.persisted().await >= 10_000).then_some(()) }).await;
+    wait_until("some rows persisted", Duration::from_secs(120), || async { (env.persisted().await >= 10_000).then_some(()) })
+        .await;
     first.signal("TERM");
     let code = first.wait_exit(Duration::from_secs(40)).await;
     assert_eq!(code, Some(0), "exit code after SIGTERM; log:\n{}", first.log_text());
     let log = first.log_text();
     assert!(log.contains("stopped cleanly"), "{log}");
     // What it persisted before leaving is committed in Kafka too.
-    let stored: i64 = env.db().await.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets", &[]).await.unwrap().get(0);
+    let stored: i64 =
+        env.db().await.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets", &[]).await.unwrap().get(0);
     let committed: i64 = env.kafka_committed().values().filter(|o| **o > 0).sum();
     assert_eq!(committed, stored, "Kafka's committed offsets equal consumer_offsets after a clean stop");
     assert_eq!(env.persisted().await, stored, "nothing persisted past the stored offsets");

@@ -39,6 +39,7 @@ async fn a_row_round_trips_through_postgres() {
     db.execute("INSERT INTO t VALUES ($1, $2)", &[&7i32, &doc]).await.unwrap();
     let row = db.query_one("SELECT id, doc FROM t", &[]).await.unwrap();
     assert_eq!((row.get::<_, i32>(0), row.get::<_, serde_json::Value>(1)), (7, doc));
-    let ext: i64 = db.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'", &[]).await.unwrap().get(0);
+    let ext: i64 =
+        db.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'", &[]).await.unwrap().get(0);
     assert_eq!(ext, 1, "pg_stat_statements is installed in new databases");
 }

@@ -264,7 +264,9 @@ impl<'a> Scanner<'a> {
 fn special_at(b: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
         let mut at = 0;
         // SAFETY: SSE2 is always available on x86-64; each unaligned load reads 16 bytes
         // within `b`.
@@ -273,7 +275,10 @@ fn special_at(b: &[u8]) -> Option<usize> {
             while at + 16 <= b.len() {
                 let x = _mm_loadu_si128(b.as_ptr().add(at).cast::<__m128i>());
                 // Unsigned x <= 0x1f exactly when min(x, 0x1f) == x.
-                let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)), _mm_cmpeq_epi8(_mm_min_epu8(x, control), x));
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
+                    _mm_cmpeq_epi8(_mm_min_epu8(x, control), x),
+                );
                 let mask = _mm_movemask_epi8(hit) as u32;
                 if mask != 0 {
                     return Some(at + mask.trailing_zeros() as usize);

@@ -31,9 +31,26 @@ fn labels_are_unique_snake_case_names_of_their_reasons() {
 fn the_labels_dashboards_and_alerts_use_are_all_there() {
     let labels: Vec<_> = Reject::ALL.iter().map(|r| r.label()).collect();
     for known in [
-        "tombstone", "empty", "oversized", "not_utf8", "byte_order_mark", "invalid_json", "not_object", "missing_field",
-        "empty_field", "field_too_long", "wrong_type", "duplicate_key", "invalid_id", "invalid_timestamp",
-        "timestamp_out_of_range", "nul_character", "lone_surrogate", "number_out_of_range", "too_deep", "postgres_rejected",
+        "tombstone",
+        "empty",
+        "oversized",
+        "not_utf8",
+        "byte_order_mark",
+        "invalid_json",
+        "not_object",
+        "missing_field",
+        "empty_field",
+        "field_too_long",
+        "wrong_type",
+        "duplicate_key",
+        "invalid_id",
+        "invalid_timestamp",
+        "timestamp_out_of_range",
+        "nul_character",
+        "lone_surrogate",
+        "number_out_of_range",
+        "too_deep",
+        "postgres_rejected",
     ] {
         assert!(labels.contains(&known), "label {known:?} is gone: Prometheus series, dashboards and alerts name it");
     }

@@ -17,7 +17,9 @@ fn bad(bytes: &[u8]) -> Reject {
 #[test]
 fn storable_json_passes() {
     // A paired surrogate, an escaped backslash before u0000 text, big-but-legal numbers.
-    ok(r#"{"service":"s","event_type":"t","payload":{"e":"\ud83d\ude00","b":"\\u0000","n":[1e300,-0.5,0e999999,12345678901234567890]}}"#);
+    ok(
+        r#"{"service":"s","event_type":"t","payload":{"e":"\ud83d\ude00","b":"\\u0000","n":[1e300,-0.5,0e999999,12345678901234567890]}}"#,
+    );
 }
 
 #[test]

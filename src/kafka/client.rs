@@ -104,7 +104,11 @@ impl Context {
         for ((topic, p), start) in partitions.iter().zip(&starts) {
             // Before the assign starts fetching it.
             if !self.messages.forward(consumer, topic, *p) {
-                tracing::warn!(topic, partition = p, "partition not forwarded to the burst queue; its messages come one by one, at a higher CPU cost");
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    "partition not forwarded to the burst queue; its messages come one by one, at a higher CPU cost"
+                );
             }
             if let Start::Stored(next) = start {
                 // Resume exactly where PostgreSQL says, whatever Kafka committed.

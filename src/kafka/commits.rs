@@ -83,7 +83,8 @@ impl Commits {
         if now >= self.next_recommit {
             self.next_recommit = now + RECOMMIT;
             for p in &self.parts {
-                if p.confirmed != Some(p.persisted) && !due.iter().any(|(t, q, _)| *q == p.partition && Arc::ptr_eq(t, &p.topic)) {
+                if p.confirmed != Some(p.persisted) && !due.iter().any(|(t, q, _)| *q == p.partition && Arc::ptr_eq(t, &p.topic))
+                {
                     due.push((p.topic.clone(), p.partition, p.persisted));
                 }
             }

@@ -90,10 +90,12 @@ impl Poller {
             max_event_bytes: p.args.max_event_bytes,
             hold_max: HOLD_MAX,
         };
-        let core = Core { state: PollerState::new(settings, p.buffer, p.metrics.clone()), reports: p.reports, workers: p.workers };
+        let core =
+            Core { state: PollerState::new(settings, p.buffer, p.metrics.clone()), reports: p.reports, workers: p.workers };
         let starts = StoredStarts { pool: p.pool, runtime: p.runtime, group: Arc::from(p.args.group_id.as_str()) };
         let context = Context::new(core, starts, p.args.rebalance_drain_timeout, p.metrics, p.health.clone());
-        let consumer: BaseConsumer<Context> = client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
+        let consumer: BaseConsumer<Context> =
+            client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
         let messages = MessageQueue::new(&consumer);
         consumer.context().messages.set(&messages);
         Ok(Poller {
@@ -243,7 +245,9 @@ impl Poller {
 
     fn process_error(&mut self, e: KafkaError) {
         match e.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => self.health.set_kafka(KafkaState::TopicMissing),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                self.health.set_kafka(KafkaState::TopicMissing)
+            }
             Some(RDKafkaErrorCode::AllBrokersDown) => self.health.set_kafka(KafkaState::BrokersDown),
             _ => {}
         }

@@ -44,7 +44,9 @@ impl StoredStarts {
             .await
         });
         match lookup {
-            Ok(Ok(found)) => partitions.iter().map(|(t, p)| found.get(&(t.as_str(), *p)).map_or(Start::Kafka, |n| Start::Stored(*n))).collect(),
+            Ok(Ok(found)) => {
+                partitions.iter().map(|(t, p)| found.get(&(t.as_str(), *p)).map_or(Start::Kafka, |n| Start::Stored(*n))).collect()
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read consumer_offsets; the partitions stay paused until it can be read");
                 vec![Start::Unresolved; partitions.len()]

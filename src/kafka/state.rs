@@ -17,10 +17,10 @@ use crate::event::{self, Event, Invalid};
 use crate::ids;
 use crate::kafka::commits::{Commits, Offset};
 use crate::metrics::Metrics;
-use crate::pipeline::now_micros;
 use crate::pipeline::batch::{Batch, Batcher, Unit};
 use crate::pipeline::buffer::{Backpressure, Buffer, Flow};
 use crate::pipeline::handoff::{Outcome, Report};
+use crate::pipeline::now_micros;
 use crate::pipeline::offsets::{Accept, Epoch, OffsetTracker, Start};
 
 /// A Kafka message as the state sees it, borrowed from the client's buffers.
@@ -39,11 +39,18 @@ pub struct Msg<'a> {
 #[derive(Debug)]
 pub enum Command {
     /// Hand a sealed batch to flush worker `worker`.
-    Send { worker: usize, batch: Batch },
+    Send {
+        worker: usize,
+        batch: Batch,
+    },
     /// Commit these offsets to Kafka.
     Commit(Vec<Offset>),
     /// Read the partition from `offset` next (it is paused until resumed).
-    Seek { topic: Arc<str>, partition: i32, offset: i64 },
+    Seek {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
     Pause(Vec<(Arc<str>, i32)>),
     Resume(Vec<(Arc<str>, i32)>),
 }
@@ -305,7 +312,10 @@ impl PollerState {
         if keys > 0 {
             self.ids.resize(keys, Uuid::nil());
             let needs = decoded.iter().filter(|d| matches!(d.event, Ok(Event { id: None, .. })));
-            ids::derive_ids(Counted(needs.map(|d| (burst[d.msg].topic, burst[d.msg].partition, burst[d.msg].offset)), keys), &mut self.ids);
+            ids::derive_ids(
+                Counted(needs.map(|d| (burst[d.msg].topic, burst[d.msg].partition, burst[d.msg].offset)), keys),
+                &mut self.ids,
+            );
         }
         let ids = std::mem::take(&mut self.ids);
         let mut derived = ids.iter();
@@ -402,7 +412,6 @@ fn reuse<'a, 'b>(mut v: Vec<Decoded<'a>>) -> Vec<Decoded<'b>> {
     v.clear();
     v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
-
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -5,7 +5,8 @@ use crate::pipeline::offsets::Fence;
 const HOLD: Duration = Duration::from_secs(1);
 
 fn state(capacity: usize) -> PollerState {
-    let settings = Settings { workers: 2, batch_size: 3, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let settings =
+        Settings { workers: 2, batch_size: 3, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
     PollerState::new(settings, Arc::new(Buffer::new(capacity, 1 << 30, 50)), Arc::new(Metrics::new()))
 }
 
@@ -58,7 +59,8 @@ fn assignment_with_a_stored_start_and_with_none() {
     assert_eq!(s.buffered(), 2);
     s.flush_all();
     let (sent, _) = commands(&mut s, now);
-    let fences: Vec<(i32, Fence, i64)> = sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset)).collect();
+    let fences: Vec<(i32, Fence, i64)> =
+        sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset)).collect();
     assert!(fences.contains(&(0, Fence::At(5), 6)), "{fences:?}");
     assert!(fences.contains(&(1, Fence::Absent, 41)), "{fences:?}");
     // Kafka follows what PostgreSQL holds, at the next recommit.
@@ -81,7 +83,10 @@ fn an_unresolved_start_pauses_the_partition_until_postgresql_answers() {
     assert!(commands(&mut s, now).1.is_empty(), "still unknown: still paused");
     s.resolved("events", 2, Start::Stored(7));
     let (_, cmds) = commands(&mut s, now);
-    assert!(matches!(&cmds[..], [Command::Seek { partition: 2, offset: 7, .. }, Command::Resume(p)] if *p == parts(&[2])), "{cmds:?}");
+    assert!(
+        matches!(&cmds[..], [Command::Seek { partition: 2, offset: 7, .. }, Command::Resume(p)] if *p == parts(&[2])),
+        "{cmds:?}"
+    );
     assert!(s.reading() && s.unresolved().is_empty());
     take(&mut s, 2, 6..8);
     assert_eq!(s.buffered(), 1, "6 is a replay");
@@ -231,7 +236,8 @@ fn ids_are_derived_only_for_events_without_one() {
 
 #[test]
 fn linger_sends_a_batch_and_bad_input_is_a_dead_letter() {
-    let settings = Settings { workers: 1, batch_size: 100, linger: Duration::from_millis(10), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let settings =
+        Settings { workers: 1, batch_size: 100, linger: Duration::from_millis(10), max_event_bytes: 1 << 20, hold_max: HOLD };
     let mut s = PollerState::new(settings, Arc::new(Buffer::new(100, 1 << 30, 50)), Arc::new(Metrics::new()));
     let t0 = Instant::now();
     assign(&mut s, 0, Start::Kafka);

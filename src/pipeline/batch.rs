@@ -140,8 +140,16 @@ impl Unit {
             Some(&i) => i,
             None => {
                 let i = self.counts.len() as u32;
-                self.counts.push(Count { service: event.service.as_ref().into(), event_type: event.event_type.as_ref().into(), hour, n: 0 });
-                self.count_index.insert(CountKey { service: event.service.as_ref().into(), event_type: event.event_type.as_ref().into(), hour }, i);
+                self.counts.push(Count {
+                    service: event.service.as_ref().into(),
+                    event_type: event.event_type.as_ref().into(),
+                    hour,
+                    n: 0,
+                });
+                self.count_index.insert(
+                    CountKey { service: event.service.as_ref().into(), event_type: event.event_type.as_ref().into(), hour },
+                    i,
+                );
                 i
             }
         };

@@ -45,7 +45,11 @@ fn counts_group_by_service_type_and_event_hour() {
         b.unit(0, &topic, 0, 1).push_event(&event(json), i as i64, T0 + 1, uuid::Uuid::nil(), json.len());
     }
     let (batch, _) = b.take(0, |_| Some(Fence::Absent));
-    let mut counts: Vec<_> = batch.unwrap().units[0].counts.iter().map(|c| (c.service.to_string(), c.event_type.to_string(), (c.hour - T0) / 3_600_000_000, c.n)).collect();
+    let mut counts: Vec<_> = batch.unwrap().units[0]
+        .counts
+        .iter()
+        .map(|c| (c.service.to_string(), c.event_type.to_string(), (c.hour - T0) / 3_600_000_000, c.n))
+        .collect();
     counts.sort();
     let s = |x: &str| x.to_string();
     assert_eq!(counts, vec![(s("a"), s("x"), 0, 2), (s("a"), s("x"), 1, 1), (s("a"), s("y"), 0, 1), (s("b"), s("x"), 0, 1)]);

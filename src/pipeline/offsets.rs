@@ -118,9 +118,9 @@ impl OffsetTracker {
 
     /// Every assigned partition, and whether its start is known.
     pub fn assigned(&self) -> impl Iterator<Item = (&Arc<str>, i32, bool)> {
-        self.topics
-            .iter()
-            .flat_map(|(topic, parts)| parts.iter().enumerate().filter_map(move |(p, s)| Some((topic, p as i32, s.as_ref()?.resolved))))
+        self.topics.iter().flat_map(|(topic, parts)| {
+            parts.iter().enumerate().filter_map(move |(p, s)| Some((topic, p as i32, s.as_ref()?.resolved)))
+        })
     }
 
     /// Assigned partitions whose start is not known yet.

@@ -70,22 +70,17 @@ async fn fence(tx: &Transaction<'_>, group: &str, units: &[Unit]) -> Result<Vec<
     let nexts = |ix: &[usize]| ix.iter().map(|&i| units[i].next_offset).collect::<Vec<i64>>();
     let mut ok: Vec<(String, i32)> = Vec::with_capacity(units.len());
     if !upd.is_empty() {
-        let expected: Vec<i64> = upd.iter().map(|&i| if let Fence::At(n) = units[i].fence { n } else { unreachable!() }).collect();
+        let expected: Vec<i64> =
+            upd.iter().map(|&i| if let Fence::At(n) = units[i].fence { n } else { unreachable!() }).collect();
         let rows = tx
-            .query(
-                sql::MOVE_OFFSETS,
-                &[&group, &topics(&upd), &partitions(&upd), &expected, &nexts(&upd)],
-            )
+            .query(sql::MOVE_OFFSETS, &[&group, &topics(&upd), &partitions(&upd), &expected, &nexts(&upd)])
             .await
             .map_err(DbError::pg("moving consumer offsets"))?;
         ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
     }
     if !ins.is_empty() {
         let rows = tx
-            .query(
-                sql::INSERT_OFFSETS,
-                &[&group, &topics(&ins), &partitions(&ins), &nexts(&ins)],
-            )
+            .query(sql::INSERT_OFFSETS, &[&group, &topics(&ins), &partitions(&ins), &nexts(&ins)])
             .await
             .map_err(DbError::pg("recording new consumer offsets"))?;
         ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
@@ -110,7 +105,8 @@ async fn copy_rows(tx: &Transaction<'_>, chunks: impl Iterator<Item = Bytes>) ->
 /// stand alone; those are returned with PostgreSQL's message, the rest is in the transaction.
 async fn copy_isolating(tx: &mut Transaction<'_>, units: &[Unit]) -> Result<Rejected, DbError> {
     let mut rejected = Vec::new();
-    let mut todo: Vec<(usize, usize, usize)> = units.iter().enumerate().filter(|(_, u)| u.row_count() > 0).map(|(i, u)| (i, 0, u.row_count())).collect();
+    let mut todo: Vec<(usize, usize, usize)> =
+        units.iter().enumerate().filter(|(_, u)| u.row_count() > 0).map(|(i, u)| (i, 0, u.row_count())).collect();
     while let Some((u, lo, hi)) = todo.pop() {
         let sp = tx.savepoint("isolate").await.map_err(DbError::pg("SAVEPOINT"))?;
         match copy_rows(&sp, std::iter::once(units[u].rows(lo, hi))).await {
@@ -119,9 +115,16 @@ async fn copy_isolating(tx: &mut Transaction<'_>, units: &[Unit]) -> Result<Reje
                 sp.rollback().await.map_err(DbError::pg("ROLLBACK TO SAVEPOINT"))?;
                 if hi - lo == 1 {
                     let msg = match &e {
-                        DbError::Postgres { source, .. } => source.as_db_error().map_or_else(|| source.to_string(), |d| {
-                            format!("PostgreSQL refused the row: {}{}", d.message(), d.detail().map(|x| format!(" ({x})")).unwrap_or_default())
-                        }),
+                        DbError::Postgres { source, .. } => source.as_db_error().map_or_else(
+                            || source.to_string(),
+                            |d| {
+                                format!(
+                                    "PostgreSQL refused the row: {}{}",
+                                    d.message(),
+                                    d.detail().map(|x| format!(" ({x})")).unwrap_or_default()
+                                )
+                            },
+                        ),
                         other => other.to_string(),
                     };
                     rejected.push((u, lo, msg));
@@ -142,8 +145,14 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
     if n == 0 {
         return Ok(());
     }
-    let (mut topics, mut partitions, mut offsets, mut raws, mut reasons, mut details) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut topics, mut partitions, mut offsets, mut raws, mut reasons, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for u in units {
         for d in &u.dead {
             topics.push(&*u.topic);
@@ -168,12 +177,9 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
         reasons.push(Reject::PostgresRejected.label());
         details.push(no_nul(msg));
     }
-    tx.execute(
-        sql::INSERT_DEAD_LETTERS,
-        &[&topics, &partitions, &offsets, &raws, &reasons, &details],
-    )
-    .await
-    .map_err(DbError::pg("inserting dead letters"))?;
+    tx.execute(sql::INSERT_DEAD_LETTERS, &[&topics, &partitions, &offsets, &raws, &reasons, &details])
+        .await
+        .map_err(DbError::pg("inserting dead letters"))?;
     Ok(())
 }
 
@@ -202,12 +208,6 @@ async fn counts(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected) -> Re
     let types: Vec<&str> = merged.keys().map(|k| k.1).collect();
     let hours: Vec<i64> = merged.keys().map(|k| k.2).collect();
     let ns: Vec<i64> = merged.values().copied().collect();
-    tx.execute(
-        sql::UPSERT_COUNTS,
-        &[&services, &types, &hours, &ns],
-    )
-    .await
-    .map_err(DbError::pg("upserting event counts"))?;
+    tx.execute(sql::UPSERT_COUNTS, &[&services, &types, &hours, &ns]).await.map_err(DbError::pg("upserting event counts"))?;
     Ok(())
 }
-

@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use crate::db::{Class, DbError};
 use crate::event::Reject;
 use crate::metrics::Metrics;
-use crate::pipeline::now_micros;
 use crate::pipeline::batch::{Batch, Unit};
 use crate::pipeline::breaker::Breaker;
 use crate::pipeline::handoff::{Outcome, Report, Reporter};
+use crate::pipeline::now_micros;
 use crate::shutdown::Shutdown;
 use crate::sink::transaction::{self, Failure, Rejected};
 
@@ -125,7 +125,6 @@ fn abandoned(shared: &Shared, units: Vec<Unit>, e: SinkError) -> Result<(), Sink
     Err(e)
 }
 
-
 /// After COMMIT: metrics, then the report to the poll thread.
 fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected, started: Instant) {
     let m = &shared.metrics;
@@ -157,7 +156,6 @@ fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected, started: 
     m.worker_batch_processing_seconds.observe(started.elapsed().as_secs_f64());
     report(shared, units, Outcome::Persisted);
 }
-
 
 /// Units whose partition someone else moved on: dropped; the poll thread finds out where the
 /// partition stands and seeks there if it still owns it.
