@@ -98,7 +98,7 @@ fn hot_path(c: &mut Criterion) {
             batcher.unit(0, &topic, 0, 1).push_event(&ev, offset, 1_764_000_000_000_000, id, EVENT_WITH_ID.len());
             offset += 1;
             if batcher.is_full(0) {
-                black_box(batcher.take(0, |_| Some(aurore::kafka::offsets::Fence::Absent)));
+                black_box(batcher.take(0, |_| Some(aurore::pipeline::offsets::Fence::Absent)));
             }
         })
     });

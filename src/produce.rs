@@ -204,7 +204,7 @@ impl Pacer {
     }
 
     fn wait(&mut self, sent: u64) {
-        if self.rate == 0 || sent % (self.rate / 100).max(1) != 0 {
+        if self.rate == 0 || !sent.is_multiple_of((self.rate / 100).max(1)) {
             return;
         }
         let due = self.start + Duration::from_secs_f64(sent as f64 / self.rate as f64);
@@ -333,7 +333,7 @@ impl Progress {
     }
 
     fn tick(&mut self, sent: u64) {
-        if sent % 4096 != 0 {
+        if !sent.is_multiple_of(4096) {
             return;
         }
         match &self.bar {

@@ -102,7 +102,7 @@ fn the_image_is_multi_stage_runs_as_non_root_and_checks_readiness() {
     let froms: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(froms.len(), 2, "a build stage and a runtime stage: {froms:?}");
     let runtime = &dockerfile[dockerfile.rfind("\nFROM ").unwrap()..];
-    let user = runtime.lines().filter_map(|l| l.strip_prefix("USER ")).last().expect("the runtime stage sets USER");
+    let user = runtime.lines().filter_map(|l| l.strip_prefix("USER ")).next_back().expect("the runtime stage sets USER");
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(runtime.contains("HEALTHCHECK") && runtime.contains("/health/ready"));
 }

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use integration_tests::{Aurore, Env, Metrics, prometheus_query, wait_until};
 
+/// Messages to produce: (partition, value; `None` a tombstone).
+type Messages = Vec<(i32, Option<Vec<u8>>)>;
+
 /// 300 + 200 + 100 valid events of three services (Kafka timestamps: now) and 12 invalid ones.
-fn known_mix() -> (Vec<(i32, Option<Vec<u8>>)>, usize) {
+fn known_mix() -> (Messages, usize) {
     let mut out = Vec::new();
     for (service, n) in [("alpha", 300), ("beta", 200), ("gamma", 100)] {
         for i in 0..n {
