@@ -250,3 +250,165 @@ fn linger_sends_a_batch_and_bad_input_is_a_dead_letter() {
     let unit = &sent[0].units[0];
     assert_eq!((unit.row_count(), unit.dead.len(), unit.next_offset), (1, 1, 2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Adversarial review: probes of the restructured core (all pass: behaviour checked correct).
+
+fn rows_of(batches: &[Batch]) -> Vec<(i32, i64, uuid::Uuid)> {
+    let mut out = Vec::new();
+    for b in batches {
+        for u in &b.units {
+            for r in 0..u.row_count() {
+                let bytes = u.rows(r, r + 1);
+                let row = copy::decode_row(&bytes).unwrap();
+                out.push((u.partition, row.offset, row.id));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn review_every_derived_id_is_its_own_messages_in_a_mixed_burst() {
+    let mut s = state(1000);
+    assign(&mut s, 0, Start::Stored(2));
+    assign(&mut s, 1, Start::Kafka);
+    assign(&mut s, 2, Start::Unresolved);
+    let _ = commands(&mut s, Instant::now());
+    let burst = [
+        msg(0, 0, EVENT),      // replay
+        msg(0, 2, EVENT),      // derived
+        msg(5, 0, EVENT),      // not assigned
+        msg(1, 10, WITH_ID),   // carried
+        msg(0, 3, "not json"), // dead letter
+        msg(2, 7, EVENT),      // unresolved
+        msg(0, 4, EVENT),
+        msg(1, 11, EVENT),
+        msg(0, 5, WITH_ID),
+        msg(0, 6, EVENT),
+        msg(1, 12, EVENT),
+        msg(1, 13, EVENT),
+        msg(0, 7, EVENT),
+        msg(1, 12, EVENT), // replay
+        msg(1, 14, EVENT),
+        msg(0, 8, EVENT),
+    ];
+    s.take(&burst);
+    s.flush_all();
+    let (sent, _) = commands(&mut s, Instant::now());
+    let rows = rows_of(&sent);
+    let carried = uuid::Uuid::parse_str("7b1a0b8e-7a4e-4c55-9d3b-8f4c7c1f2a10").unwrap();
+    assert_eq!(rows.len(), 11, "{rows:?}");
+    for (p, o, id) in rows {
+        let with_id = (p == 1 && o == 10) || (p == 0 && o == 5);
+        let want = if with_id { carried } else { event::derived_id("events", p, o) };
+        assert_eq!(id, want, "partition {p} offset {o}");
+    }
+    assert_eq!(s.buffered(), 12);
+}
+
+#[test]
+fn review_two_fenced_batches_of_one_partition_release_everything_once() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(0));
+    take(&mut s, 0, 0..7); // two batches in flight, one message open
+    let (sent, _) = commands(&mut s, now);
+    assert_eq!(sent.len(), 2);
+    let mut sent = sent.into_iter();
+    let (first, second) = (sent.next().unwrap(), sent.next().unwrap());
+    s.completed(Report { units: first.units, outcome: Outcome::Fenced });
+    assert_eq!(s.buffered(), 3, "the second batch still holds its space");
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(_)]), "{cmds:?}");
+    s.completed(Report { units: second.units, outcome: Outcome::Fenced });
+    assert_eq!((s.buffered(), s.in_flight_total()), (0, 0));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(cmds.is_empty(), "a stale fence conflict changes nothing: {cmds:?}");
+    s.resolved("events", 0, Start::Stored(3));
+    let _ = commands(&mut s, now);
+    take(&mut s, 0, 3..6);
+    let (sent, _) = commands(&mut s, now);
+    assert_eq!(sent[0].units[0].fence, Fence::At(3));
+}
+
+#[test]
+fn review_resolved_while_back_pressure_pauses_is_resumed_when_it_ends() {
+    let mut s = state(4);
+    let t0 = Instant::now();
+    assign(&mut s, 0, Start::Stored(0));
+    assign(&mut s, 1, Start::Stored(0));
+    take(&mut s, 0, 0..3);
+    let (mut sent, _) = commands(&mut s, t0);
+    s.completed(Report { units: sent.pop().unwrap().units, outcome: Outcome::Fenced });
+    let _ = commands(&mut s, t0);
+    take(&mut s, 1, 0..4); // full
+    s.tick(t0, false);
+    s.tick(t0 + HOLD, false);
+    let (mut sent, cmds) = commands(&mut s, t0 + HOLD);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if p.len() == 2), "{cmds:?}");
+    s.resolved("events", 0, Start::Stored(9));
+    let (_, cmds) = commands(&mut s, t0 + HOLD);
+    assert!(matches!(&cmds[..], [Command::Seek { offset: 9, .. }]), "no resume while paused: {cmds:?}");
+    s.completed(persisted(sent.pop().unwrap()));
+    s.tick(t0 + HOLD * 2, false);
+    let (_, cmds) = commands(&mut s, t0 + HOLD * 2);
+    let resumed: Vec<&Command> = cmds.iter().filter(|c| matches!(c, Command::Resume(_))).collect();
+    assert!(matches!(&resumed[..], [Command::Resume(p)] if *p == parts(&[0, 1])), "{cmds:?}");
+}
+
+#[test]
+fn review_a_failed_seek_pauses_again_and_resolves_again() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Unresolved);
+    let _ = commands(&mut s, now);
+    s.resolved("events", 0, Start::Stored(5));
+    let _ = commands(&mut s, now);
+    let topic = s.tracker.topic("events").clone();
+    s.seek_failed(&topic, 0);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(_)]), "{cmds:?}");
+    assert_eq!(s.unresolved(), parts(&[0]));
+    take(&mut s, 0, 5..6);
+    assert_eq!(s.buffered(), 0);
+    s.resolved("events", 0, Start::Stored(5));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Seek { offset: 5, .. }, Command::Resume(_)]), "{cmds:?}");
+    take(&mut s, 0, 5..8);
+    let (sent, _) = commands(&mut s, now);
+    assert_eq!(sent[0].units[0].fence, Fence::At(5));
+}
+
+#[test]
+fn review_a_late_fence_conflict_after_revocation_changes_nothing() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(0));
+    take(&mut s, 0, 0..3);
+    let (mut sent, _) = commands(&mut s, now);
+    s.revoked(&parts(&[0]));
+    s.completed(Report { units: sent.pop().unwrap().units, outcome: Outcome::Fenced });
+    let (_, cmds) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    assert!(s.unresolved().is_empty(), "a revoked partition is not resurrected as unresolved");
+    assert_eq!((s.buffered(), s.in_flight_total()), (0, 0));
+}
+
+#[test]
+fn review_old_epoch_persisted_after_a_fence_and_resolve_records_nothing() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(0));
+    take(&mut s, 0, 0..6);
+    let (sent, _) = commands(&mut s, now);
+    let mut sent = sent.into_iter();
+    let (first, second) = (sent.next().unwrap(), sent.next().unwrap());
+    s.completed(Report { units: first.units, outcome: Outcome::Fenced });
+    s.resolved("events", 0, Start::Stored(3));
+    let _ = commands(&mut s, now);
+    s.completed(persisted(second));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    assert_eq!(s.commits_of(&parts(&[0])), vec![(Arc::from("events"), 0, 3)]);
+}
