@@ -269,9 +269,6 @@ impl Poller {
         }
         let partitions: Vec<(String, i32)> = unresolved.iter().map(|(t, p)| (t.to_string(), *p)).collect();
         let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
-        if starts.contains(&Start::Unresolved) {
-            self.next_resolve = Instant::now() + Duration::from_secs(1);
-        }
         let mut core = self.consumer.context().core();
         for ((topic, partition), start) in partitions.iter().zip(starts) {
             if start != Start::Unresolved {
@@ -280,6 +277,10 @@ impl Poller {
             core.state.resolved(topic, *partition, start);
         }
         core.execute(&*self.consumer, CommitMode::Async);
+        // PostgreSQL did not answer, or a seek failed: try again in a second, not at once.
+        if !core.state.unresolved().is_empty() {
+            self.next_resolve = Instant::now() + Duration::from_secs(1);
+        }
     }
 
     /// Stop fetching, flush what is buffered, wait for it to commit, commit to Kafka, leave.

@@ -131,6 +131,11 @@ impl PollerState {
     pub fn assigned(&mut self, partitions: &[(String, i32, Start)]) {
         let mut pause = Vec::new();
         for (topic, partition, start) in partitions {
+            // Never expected (a partition is revoked before it is assigned again), but an open
+            // unit of an older epoch would take the new epoch's messages and be dropped as stale.
+            if let Some(u) = self.batcher.discard(topic, *partition) {
+                self.release(u);
+            }
             self.tracker.assign(topic, *partition, *start);
             let topic = self.tracker.topic(topic).clone();
             if let Start::Stored(n) = start {

@@ -412,3 +412,21 @@ fn review_old_epoch_persisted_after_a_fence_and_resolve_records_nothing() {
     assert!(cmds.is_empty(), "{cmds:?}");
     assert_eq!(s.commits_of(&parts(&[0])), vec![(Arc::from("events"), 0, 3)]);
 }
+
+#[test]
+fn an_assignment_over_an_open_unit_drops_it_instead_of_mixing_epochs() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(0));
+    take(&mut s, 0, 0..2); // an open unit of the first epoch
+    assign(&mut s, 0, Start::Stored(0)); // assigned again without a revocation
+    assert_eq!(s.buffered(), 0, "the old epoch's open unit is dropped, its space freed");
+    take(&mut s, 0, 0..3);
+    let (sent, _) = commands(&mut s, now);
+    let u = &sent[0].units[0];
+    assert_eq!(
+        (u.fence, u.next_offset, u.row_count()),
+        (Fence::At(0), 3, 3),
+        "the new epoch's messages are sealed, not dropped as stale"
+    );
+}
