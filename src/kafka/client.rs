@@ -169,7 +169,7 @@ impl ClientContext for Context {
                 sum += part.consumer_lag;
             }
         }
-        self.metrics.kafka_consumer_lag_sum.set(sum);
+        self.metrics.kafka_consumer_lag_messages.set(sum);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
