@@ -1,6 +1,7 @@
 //! Wiring: the pool and migrations, the HTTP server, the flush workers, the poll thread and
 //! the 5-second ticker; and the shutdown order (stop fetching, flush, commit, exit).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::{Cli, Command, ConfigError, DbArgs, RunArgs};
+use crate::config::{Cli, Command, ConfigError, DbArgs, LogFormat, RunArgs};
 use crate::db;
 use crate::health::Health;
 use crate::kafka::client::client_config;
@@ -24,36 +25,36 @@ use crate::sink::worker::{self, Shared};
 
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration.
 pub fn main(cli: Cli) -> ExitCode {
-    init_tracing();
+    let env = |name: &str| std::env::var(name).ok();
+    let log = match cli.log.resolve(env("RUST_LOG").as_deref(), env("NO_COLOR").as_deref(), std::io::stderr().is_terminal()) {
+        Ok(log) => log,
+        Err(e) => {
+            // Nothing is set up to log yet (the format may be what is wrong): one plain line.
+            eprintln!("aurore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(&log);
+    let json = log.format == LogFormat::Json;
     let valid = match &cli.command {
         Command::Run(args) => args.validate(),
         Command::Produce(args) => args.validate(),
         Command::Migrate(_) => Ok(()),
     };
     if let Err(e) = valid {
-        eprintln!("aurore: {e}");
-        return ExitCode::from(2);
+        return exit(json, 2, &e);
     }
     if let Command::Produce(args) = cli.command {
         // Blocking by nature (librdkafka's own threads do the work): no async runtime.
         return match crate::produce::run(args) {
             Ok(_) => ExitCode::SUCCESS,
-            Err(e @ crate::produce::ProduceError::Config(_)) => {
-                eprintln!("aurore: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("aurore: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e @ crate::produce::ProduceError::Config(_)) => exit(json, 2, &e),
+            Err(e) => exit(json, 1, &e),
         };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("aurore").build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("aurore: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return exit(json, 1, &format!("cannot start the runtime: {e}")),
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -64,22 +65,25 @@ pub fn main(cli: Cli) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<ConfigError>() => {
-            eprintln!("aurore: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("aurore: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) if e.is::<ConfigError>() => exit(json, 2, &e),
+        Err(e) => exit(json, 1, &format!("{e:#}")),
     }
 }
 
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+/// Says why aurore stops with `code`. In JSON, one error line like every other line on stderr.
+/// In text, the plain `aurore: ...` line a person reads last, after the logged error (an invalid
+/// configuration, code 2, is that one line alone). Plain too if errors are filtered out.
+fn exit(json: bool, code: u8, e: &dyn std::fmt::Display) -> ExitCode {
+    let logged = tracing::enabled!(tracing::Level::ERROR);
+    if json && logged {
+        tracing::error!(exit_code = code, "{e}");
+    } else {
+        if code != 2 {
+            tracing::error!(exit_code = code, "{e}");
+        }
+        eprintln!("aurore: {e}");
+    }
+    ExitCode::from(code)
 }
 
 pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {

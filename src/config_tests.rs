@@ -79,3 +79,76 @@ fn produce_arguments_are_validated() {
     assert!(parse(&["--topic", "no way"]).unwrap_err().contains("topic"));
     assert!(parse(&["--services", "0"]).unwrap_err().contains("at least 1"));
 }
+
+fn log_args(args: &[&str]) -> Result<LogArgs, String> {
+    let mut argv = vec!["aurore"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).map(|c| c.log).map_err(|e| e.to_string())
+}
+
+#[test]
+fn log_format_defaults_to_text_on_a_terminal_and_json_elsewhere() {
+    let none = log_args(&["migrate", "--database-url", URL]).unwrap();
+    assert_eq!((none.log_format.as_deref(), none.log_level.as_deref()), (None, None));
+    let on_terminal = none.resolve(None, None, true).unwrap();
+    assert_eq!(
+        on_terminal,
+        LogSettings {
+            format: LogFormat::Text,
+            filter: "info,librdkafka=warn,rdkafka=warn".into(),
+            from_rust_log: false,
+            ansi: true,
+        }
+    );
+    let piped = none.resolve(None, None, false).unwrap();
+    assert_eq!((piped.format, piped.ansi), (LogFormat::Json, false));
+    // NO_COLOR (non-empty) turns colours off; an empty one does not.
+    assert!(!none.resolve(None, Some("1"), true).unwrap().ansi);
+    assert!(none.resolve(None, Some(""), true).unwrap().ansi);
+}
+
+#[test]
+fn log_flags_are_global_and_never_colour_a_pipe() {
+    // Before or after the subcommand.
+    let before = log_args(&["--log-format", "text", "--log-level", "debug", "run", "--database-url", URL]).unwrap();
+    let after = log_args(&["run", "--database-url", URL, "--log-format", "JSON", "--log-level", "WARN"]).unwrap();
+    let before = before.resolve(None, None, false).unwrap();
+    assert_eq!((before.format, before.ansi), (LogFormat::Text, false), "text to a pipe has no colours");
+    assert_eq!(before.filter, "debug,librdkafka=warn,rdkafka=warn");
+    let after = after.resolve(None, None, true).unwrap();
+    assert_eq!((after.format, after.ansi), (LogFormat::Json, false), "json never has colours");
+    assert_eq!(after.filter, "warn,librdkafka=warn,rdkafka=warn");
+    let errors_only = LogArgs { log_format: None, log_level: Some("error".into()) }.resolve(None, None, false).unwrap();
+    assert_eq!(errors_only.filter, "error,librdkafka=error,rdkafka=error");
+}
+
+#[test]
+fn rust_log_wins_over_log_level_when_set() {
+    let args = LogArgs { log_format: Some("text".into()), log_level: Some("error".into()) };
+    let s = args.resolve(Some("aurore=trace,rdkafka=debug"), None, false).unwrap();
+    assert_eq!((s.filter.as_str(), s.from_rust_log), ("aurore=trace,rdkafka=debug", true));
+    // Empty counts as unset.
+    let s = args.resolve(Some("  "), None, false).unwrap();
+    assert_eq!((s.filter.as_str(), s.from_rust_log), ("error,librdkafka=error,rdkafka=error", false));
+}
+
+#[test]
+fn bad_log_settings_are_one_clear_error() {
+    for (args, rust_log, says) in [
+        (
+            LogArgs { log_format: Some("xml".into()), log_level: None },
+            None,
+            r#"--log-format (AURORE_LOG_FORMAT) must be text or json, got "xml""#,
+        ),
+        (
+            LogArgs { log_format: None, log_level: Some("verbose".into()) },
+            None,
+            "--log-level (AURORE_LOG_LEVEL) must be one of error, warn, info, debug, trace",
+        ),
+        (LogArgs::default(), Some("aurore=loud"), "RUST_LOG"),
+    ] {
+        let err = args.resolve(rust_log, None, false).unwrap_err().to_string();
+        assert!(err.starts_with("invalid configuration: ") && err.contains(says), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}

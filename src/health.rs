@@ -136,7 +136,7 @@ impl Health {
                 joined: self.joined.load(Ordering::Relaxed),
                 assigned_partitions: m.kafka_assigned_partitions.get(),
                 fetch_paused: m.kafka_fetch_paused.get() == 1,
-                lag: m.kafka_consumer_lag_sum.get(),
+                lag: m.kafka_consumer_lag_messages.get(),
             },
             database: DatabaseReport { up: self.db_up(), migrated: self.migrated.load(Ordering::Relaxed) },
             circuit_breaker: match breaker {

@@ -32,7 +32,8 @@
 //!   (pure).
 //! - [`db`]: the pool, migrations, queries outside the batch transaction and [`db::classify`],
 //!   the one function that decides what is retried.
-//! - [`metrics`], [`health`], [`http`]: what operators see; [`produce`]: the load generator.
+//! - [`metrics`], [`health`], [`http`], [`logging`] (text or JSON lines, lists as JSON arrays):
+//!   what operators see; [`produce`]: the load generator.
 
 pub mod app;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod produce;

@@ -311,7 +311,7 @@ impl Synthetic {
     }
 }
 
-/// A progress bar with rate and ETA on a terminal; otherwise a line every 2 s.
+/// A progress bar with rate and ETA on a terminal; otherwise a log line every 2 s (`producing`).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     counts: Arc<Counts>,
@@ -346,10 +346,13 @@ impl Progress {
                 if now >= self.next_line {
                     self.next_line = now + Duration::from_secs(2);
                     let rate = sent as f64 / self.started.elapsed().as_secs_f64();
-                    eprintln!(
-                        "produce: sent {sent}, delivered {}, failed {}, {rate:.0} events/s",
-                        self.counts.delivered.load(Relaxed),
-                        self.counts.failed.load(Relaxed)
+                    // A log event, so that it is a JSON line under --log-format json.
+                    tracing::info!(
+                        sent,
+                        delivered = self.counts.delivered.load(Relaxed),
+                        failed = self.counts.failed.load(Relaxed),
+                        events_per_second = rate.round() as u64,
+                        "producing"
                     );
                 }
             }

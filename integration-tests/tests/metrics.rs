@@ -47,7 +47,7 @@ const DOCUMENTED: &[&str] = &[
     "business_events_last_24h",
     "business_events_last_24h_by_service",
     "kafka_consumer_lag",
-    "kafka_consumer_lag_sum",
+    "kafka_consumer_lag_messages",
     "kafka_assigned_partitions",
     "kafka_rebalances_total",
     "event_end_to_end_latency_seconds",
@@ -68,7 +68,7 @@ async fn metrics_have_exact_values() {
         // for each partition's own lag too.
         let lag_zero = |p: &str| m.get("kafka_consumer_lag", &[("topic", &env.topic), ("partition", p)]) == Some(0.0);
         let settled = m.get("business_events_total", &[]) == Some(600.0)
-            && m.get("kafka_consumer_lag_sum", &[]) == Some(0.0)
+            && m.get("kafka_consumer_lag_messages", &[]) == Some(0.0)
             && ["0", "1", "2"].into_iter().all(lag_zero);
         settled.then_some(m)
     })
@@ -88,7 +88,7 @@ async fn metrics_have_exact_values() {
     assert_eq!(v("buffer_events_enqueued_total", &[]), n as f64);
     assert_eq!(v("buffer_events_dropped_total", &[]), 0.0);
     assert_eq!(v("kafka_assigned_partitions", &[]), 3.0);
-    assert_eq!(v("kafka_consumer_lag_sum", &[]), 0.0);
+    assert_eq!(v("kafka_consumer_lag_messages", &[]), 0.0);
     for p in ["0", "1", "2"] {
         assert_eq!(v("kafka_consumer_lag", &[("topic", &env.topic), ("partition", p)]), 0.0);
     }

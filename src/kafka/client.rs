@@ -26,6 +26,7 @@ use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
 use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
+use crate::logging::Structured;
 use crate::metrics::Metrics;
 use crate::pipeline::offsets::Start;
 
@@ -115,7 +116,9 @@ impl Context {
                 let _ = tpl.set_partition_offset(topic, *p, Offset::Offset(*next));
             }
         }
-        tracing::info!(partitions = %starts::describe(&partitions, &starts), "partitions assigned");
+        for (topic, numbers, from) in starts::describe(&partitions, &starts) {
+            tracing::info!(topic, partitions = numbers.field(), starts = from.field(), "partitions assigned");
+        }
         let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
         let with_starts: Vec<(String, i32, Start)> = partitions.into_iter().zip(starts).map(|((t, p), s)| (t, p, s)).collect();
         let mut core = self.core();
@@ -136,7 +139,10 @@ impl Context {
         while core.state.in_flight(&partitions) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !core.wait_report(left) {
-                tracing::warn!(timeout = ?self.drain_timeout, "revoked partitions still had batches in flight; the offset fence keeps them exact");
+                tracing::warn!(
+                    timeout_ms = self.drain_timeout.as_millis() as u64,
+                    "revoked partitions still had batches in flight; the offset fence keeps them exact"
+                );
                 break;
             }
         }
@@ -150,8 +156,16 @@ impl Context {
         for (topic, p) in &partitions {
             let _ = self.metrics.kafka_consumer_lag.remove_label_values(&[&**topic, &p.to_string()]);
         }
-        let names: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
-        tracing::info!(partitions = %names.join(", "), "partitions revoked");
+        let mut topics: Vec<&str> = Vec::new();
+        for (t, _) in &partitions {
+            if !topics.contains(&&**t) {
+                topics.push(t);
+            }
+        }
+        for topic in topics {
+            let numbers = Structured::list(partitions.iter().filter(|(t, _)| &**t == topic).map(|(_, p)| *p));
+            tracing::info!(topic, partitions = numbers.field(), "partitions revoked");
+        }
         if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
     }
 }
@@ -169,7 +183,7 @@ impl ClientContext for Context {
                 sum += part.consumer_lag;
             }
         }
-        self.metrics.kafka_consumer_lag_sum.set(sum);
+        self.metrics.kafka_consumer_lag_messages.set(sum);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -201,7 +215,7 @@ impl ConsumerContext for Context {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = &result {
             // Commits made during a rebalance fail (ILLEGAL_GENERATION); they are made again.
-            tracing::debug!(error = %e, partitions = offsets.count(), "Kafka offset commit failed; it will be retried");
+            tracing::debug!(error = %e, partition_count = offsets.count(), "Kafka offset commit failed; it will be retried");
             return;
         }
         let mut confirmed = self.confirmed.lock().expect("confirmed lock");

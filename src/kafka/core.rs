@@ -95,7 +95,7 @@ pub fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[commits
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
     }
     if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::debug!(error = %e, partitions = offsets.len(), "Kafka offset commit not made; PostgreSQL has the offsets and it is retried");
+        tracing::debug!(error = %e, partition_count = offsets.len(), "Kafka offset commit not made; PostgreSQL has the offsets and it is retried");
     }
 }
 

@@ -24,6 +24,7 @@ use crate::kafka::core::{self, Core};
 use crate::kafka::queue::{BURST, MessageQueue, Messages};
 use crate::kafka::starts::StoredStarts;
 use crate::kafka::state::{Msg, PollerState, Settings};
+use crate::logging::Structured;
 use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
@@ -119,7 +120,8 @@ impl Poller {
         self.check_topics();
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
-        tracing::info!(topics = %self.topics.join(","), group = %self.group, "consuming");
+        let names = Structured::list(&self.topics);
+        tracing::info!(topics = names.field(), group = %self.group, "consuming");
         let consumer = self.consumer.clone();
         let mut burst = Messages::default();
         let mut msgs: Vec<Msg<'static>> = Vec::with_capacity(BURST);
@@ -215,12 +217,17 @@ impl Poller {
                     .collect();
                 if missing.is_empty() {
                     if self.health.kafka() != KafkaState::Ok {
-                        tracing::info!(topics = %self.topics.join(","), "every topic exists");
+                        let names = Structured::list(&self.topics);
+                        tracing::info!(topics = names.field(), "every topic exists");
                     }
                     self.health.set_kafka(KafkaState::Ok);
                 } else {
                     if self.health.kafka() != KafkaState::TopicMissing {
-                        tracing::error!(topics = %missing.join(","), "topic does not exist; create it (scripts/stack up creates those in kafka/topics.conf). Waiting for it");
+                        let names = Structured::list(&missing);
+                        tracing::error!(
+                            topics = names.field(),
+                            "topic does not exist; create it (scripts/stack up creates those in kafka/topics.conf). Waiting for it"
+                        );
                     }
                     self.health.set_kafka(KafkaState::TopicMissing);
                 }
@@ -271,8 +278,14 @@ impl Poller {
         let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
         let mut core = self.consumer.context().core();
         for ((topic, partition), start) in partitions.iter().zip(starts) {
-            if start != Start::Unresolved {
-                tracing::info!(%topic, partition, %start, "partition start resolved from PostgreSQL");
+            match start {
+                Start::Stored(offset) => tracing::info!(%topic, partition, offset, "partition start resolved from PostgreSQL"),
+                Start::Kafka => tracing::info!(
+                    %topic,
+                    partition,
+                    "partition start resolved: nothing stored in PostgreSQL, Kafka's committed offset decides"
+                ),
+                Start::Unresolved => {}
             }
             core.state.resolved(topic, *partition, start);
         }

@@ -15,6 +15,7 @@ use deadpool_postgres::Pool;
 use tokio::runtime::Handle;
 
 use crate::db;
+use crate::logging::Structured;
 use crate::pipeline::offsets::Start;
 
 pub struct StoredStarts {
@@ -52,21 +53,42 @@ impl StoredStarts {
                 vec![Start::Unresolved; partitions.len()]
             }
             Err(_) => {
-                tracing::warn!(timeout = ?timeout, "reading consumer_offsets timed out; the partitions stay paused until it can be read");
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "reading consumer_offsets timed out; the partitions stay paused until it can be read"
+                );
                 vec![Start::Unresolved; partitions.len()]
             }
         }
     }
 }
 
-/// `topic[partition] at start, …` for the logs.
-pub fn describe(partitions: &[(String, i32)], starts: &[Start]) -> String {
-    let mut s = String::new();
+/// Where an assignment starts, for its log lines: per topic (in order of first appearance), the
+/// partitions as a list of numbers, and where each one starts as a list of
+/// `{"partition", "from": "postgresql" | "kafka" | "unknown", "offset"}` (`offset` only from
+/// PostgreSQL); `p at start, …` in the text format.
+pub fn describe(partitions: &[(String, i32)], starts: &[Start]) -> Vec<(String, Structured, Structured)> {
+    let mut topics: Vec<(&str, Vec<(i32, Start)>)> = Vec::new();
     for ((t, p), start) in partitions.iter().zip(starts) {
-        if !s.is_empty() {
-            s.push_str(", ");
+        match topics.iter_mut().find(|(name, _)| *name == t.as_str()) {
+            Some((_, ps)) => ps.push((*p, *start)),
+            None => topics.push((t, vec![(*p, *start)])),
         }
-        s.push_str(&format!("{t}[{p}] at {start}"));
     }
-    s
+    topics
+        .into_iter()
+        .map(|(topic, ps)| {
+            let json = ps
+                .iter()
+                .map(|(p, start)| match start {
+                    Start::Stored(n) => serde_json::json!({"partition": p, "from": "postgresql", "offset": n}),
+                    Start::Kafka => serde_json::json!({"partition": p, "from": "kafka"}),
+                    Start::Unresolved => serde_json::json!({"partition": p, "from": "unknown"}),
+                })
+                .collect();
+            let text = ps.iter().map(|(p, start)| format!("{p} at {start}")).collect::<Vec<_>>().join(", ");
+            let partitions = Structured::list(ps.iter().map(|(p, _)| *p));
+            (topic.to_owned(), partitions, Structured::new(serde_json::Value::Array(json), text))
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ use crate::pipeline::batch::{Batch, Unit};
 use crate::pipeline::breaker::Breaker;
 use crate::pipeline::handoff::{Outcome, Report, Reporter};
 use crate::pipeline::now_micros;
+use crate::pipeline::offsets::Fence;
 use crate::shutdown::Shutdown;
 use crate::sink::transaction::{self, Failure, Rejected};
 
@@ -104,7 +105,7 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["transient"]).inc();
                     shared.metrics.database_connection_up.set(0);
                     let delay = shared.breaker.failure();
-                    tracing::warn!(error = %e, retry_in = ?delay, breaker = ?shared.breaker.state(), "PostgreSQL unavailable; the batch is kept and retried");
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, breaker = ?shared.breaker.state(), "PostgreSQL unavailable; the batch is kept and retried");
                     tokio::select! {
                         biased;
                         _ = shared.abort.cancelled() => return abandoned(shared, units, SinkError::Aborted(e.to_string())),
@@ -163,7 +164,12 @@ fn fenced(shared: &Shared, units: Vec<Unit>) {
     for u in &units {
         shared.metrics.offset_fence_conflicts_total.inc();
         shared.metrics.worker_flush_errors_total.with_label_values(&["fence"]).inc();
-        tracing::warn!(topic = %u.topic, partition = u.partition, fence = ?u.fence, dropped = u.messages,
+        // The offset the transaction expected to find (none: it expected no row).
+        let expected_offset = match u.fence {
+            Fence::At(n) => Some(n),
+            Fence::Absent => None,
+        };
+        tracing::warn!(topic = %u.topic, partition = u.partition, expected_offset, dropped = u.messages,
             "partition was moved on by another consumer; dropping its buffered events");
     }
     report(shared, units, Outcome::Fenced);
