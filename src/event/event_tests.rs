@@ -2,11 +2,13 @@ use super::*;
 
 const MAX: usize = 1 << 20;
 
-fn ok(s: &str) -> Event<'_> {
+/// Decodes `s`, which must be accepted (shared with the other tests of `event`).
+pub(super) fn ok(s: &str) -> Event<'_> {
     decode(Some(s.as_bytes()), MAX).unwrap_or_else(|e| panic!("{s} rejected: {e}"))
 }
 
-fn bad(bytes: &[u8]) -> Reject {
+/// The reason `bytes` is refused with, which must come with a detail.
+pub(super) fn bad(bytes: &[u8]) -> Reject {
     match decode(Some(bytes), MAX) {
         Ok(_) => panic!("{:.200} accepted", String::from_utf8_lossy(bytes)),
         Err(e) => {

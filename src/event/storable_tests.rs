@@ -1,18 +1,5 @@
 use super::*;
-use crate::event::{Event, decode};
-
-const MAX: usize = 1 << 20;
-
-fn ok(s: &str) -> Event<'_> {
-    decode(Some(s.as_bytes()), MAX).unwrap_or_else(|e| panic!("{s} rejected: {e}"))
-}
-
-fn bad(bytes: &[u8]) -> Reject {
-    match decode(Some(bytes), MAX) {
-        Ok(_) => panic!("{:.200} accepted", String::from_utf8_lossy(bytes)),
-        Err(e) => e.reason,
-    }
-}
+use crate::event::tests::{bad, ok};
 
 #[test]
 fn storable_json_passes() {
