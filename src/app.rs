@@ -11,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::{Cli, Command, ConfigError, DbArgs, LogFormat, RunArgs};
+use crate::config::{Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
 use crate::db;
 use crate::health::Health;
 use crate::kafka::client::client_config;
@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
     tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
-    if !args.no_migrate && !migrate_with_retry(&pool, &shutdown, &metrics).await? {
+    if !args.no_migrate && !migrate_with_retry(&pool, &args.db.database_url, &shutdown, &metrics).await? {
         stop_http.cancel();
         return Ok(());
     }
@@ -132,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (reporter, reports) = handoff::channel();
     let shared = Shared {
         pool: pool.clone(),
+        database: Arc::from(args.db.database_url.to_string()),
         group: Arc::from(args.group_id.as_str()),
         metrics: metrics.clone(),
         breaker: breaker.clone(),
@@ -222,19 +223,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Applies migrations, waiting out an unreachable database. `false` if shut down meanwhile.
-async fn migrate_with_retry(pool: &deadpool_postgres::Pool, shutdown: &Shutdown, metrics: &Metrics) -> anyhow::Result<bool> {
+async fn migrate_with_retry(
+    pool: &deadpool_postgres::Pool,
+    database: &DatabaseUrl,
+    shutdown: &Shutdown,
+    metrics: &Metrics,
+) -> anyhow::Result<bool> {
     loop {
         match db::migrate(pool).await {
             Ok(_) => return Ok(true),
             Err(e) if e.class() == db::Class::Transient => {
                 metrics.database_connection_up.set(0);
-                tracing::warn!(error = %e, "database not reachable yet; retrying migrations in 2s");
+                tracing::warn!(%database, error = %e, "PostgreSQL not reachable yet; migrations are retried in 2 s");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(false),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
             }
-            Err(e) => return Err(e).context("applying migrations"),
+            Err(e) => return Err(e).with_context(|| format!("applying migrations to {database}; not retried")),
         }
     }
 }

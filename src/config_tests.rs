@@ -95,7 +95,7 @@ fn log_format_defaults_to_text_on_a_terminal_and_json_elsewhere() {
         on_terminal,
         LogSettings {
             format: LogFormat::Text,
-            filter: "info,librdkafka=warn,rdkafka=warn".into(),
+            filter: "info,librdkafka=warn,rdkafka=warn,deadpool=error".into(),
             from_rust_log: false,
             ansi: true,
         }
@@ -114,22 +114,25 @@ fn log_flags_are_global_and_never_colour_a_pipe() {
     let after = log_args(&["run", "--database-url", URL, "--log-format", "JSON", "--log-level", "WARN"]).unwrap();
     let before = before.resolve(None, None, false).unwrap();
     assert_eq!((before.format, before.ansi), (LogFormat::Text, false), "text to a pipe has no colours");
-    assert_eq!(before.filter, "debug,librdkafka=warn,rdkafka=warn");
+    assert_eq!(before.filter, "debug,librdkafka=warn,rdkafka=warn,deadpool=error");
     let after = after.resolve(None, None, true).unwrap();
     assert_eq!((after.format, after.ansi), (LogFormat::Json, false), "json never has colours");
-    assert_eq!(after.filter, "warn,librdkafka=warn,rdkafka=warn");
+    assert_eq!(after.filter, "warn,librdkafka=warn,rdkafka=warn,deadpool=error");
     let errors_only = LogArgs { log_format: None, log_level: Some("error".into()) }.resolve(None, None, false).unwrap();
-    assert_eq!(errors_only.filter, "error,librdkafka=error,rdkafka=error");
+    assert_eq!(errors_only.filter, "error,librdkafka=error,rdkafka=error,deadpool=error");
 }
 
 #[test]
 fn rust_log_wins_over_log_level_when_set() {
     let args = LogArgs { log_format: Some("text".into()), log_level: Some("error".into()) };
     let s = args.resolve(Some("aurore=trace,rdkafka=debug"), None, false).unwrap();
-    assert_eq!((s.filter.as_str(), s.from_rust_log), ("aurore=trace,rdkafka=debug", true));
+    assert_eq!((s.filter.as_str(), s.from_rust_log), ("aurore=trace,rdkafka=debug,deadpool=error", true));
+    // deadpool's own warnings come back only when RUST_LOG asks for them.
+    let s = args.resolve(Some("info,deadpool=warn"), None, false).unwrap();
+    assert_eq!(s.filter, "info,deadpool=warn");
     // Empty counts as unset.
     let s = args.resolve(Some("  "), None, false).unwrap();
-    assert_eq!((s.filter.as_str(), s.from_rust_log), ("error,librdkafka=error,rdkafka=error", false));
+    assert_eq!((s.filter.as_str(), s.from_rust_log), ("error,librdkafka=error,rdkafka=error,deadpool=error", false));
 }
 
 #[test]

@@ -1,11 +1,21 @@
 //! PostgreSQL: the pool (TLS through rustls), migrations, the queries outside the hot path, and
 //! [`classify`], the one function that decides what is retried.
+//!
+//! Errors are told in the server's words ([`describe`], [`describe_pool`]): tokio-postgres' own
+//! text is "db error", deadpool's "Error occurred while creating a new object". A connection that
+//! ends is logged here, with the database it was to ([`DatabaseUrl`]'s `user@host:port/dbname`);
+//! deadpool's own warnings about it are filtered out (`config::log`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::DatabaseUrl;
 
@@ -36,7 +46,7 @@ pub enum DbError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("{context}: no connection from the pool: {source}")]
+    #[error("{context}: {}", describe_pool(source))]
     Pool {
         context: &'static str,
         #[source]
@@ -86,6 +96,21 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A pool error in words an operator can act on; a failed connection attempt in the server's
+/// words ([`describe`]).
+pub fn describe_pool(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => format!("cannot connect: {}", describe(e)),
+        PoolError::Timeout(TimeoutType::Create) => "connecting timed out (--db-connect-timeout)".into(),
+        PoolError::Timeout(TimeoutType::Wait) => {
+            "every pooled connection stayed busy past --db-connect-timeout (--db-pool-size may be too small)".into()
+        }
+        PoolError::Timeout(TimeoutType::Recycle) => "checking a pooled connection timed out".into(),
+        PoolError::Closed => "the connection pool is closed (aurore is stopping)".into(),
+        other => other.to_string(),
+    }
+}
+
 /// The one place that decides whether a PostgreSQL error is transient, the data's fault, or
 /// fatal. Errors without SQLSTATE are I/O: the connection broke, so transient.
 pub fn classify(e: &tokio_postgres::Error) -> Class {
@@ -119,8 +144,8 @@ pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, D
     if config.get_application_name().is_none() {
         config.application_name("aurore");
     }
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::with_webpki_roots();
-    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let connect = Connector { tls: MakeRustlsConnect::with_webpki_roots(), database: Arc::from(url.to_string()) };
+    let manager = Manager::from_connect(config, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -129,6 +154,36 @@ pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, D
         .recycle_timeout(Some(timeout))
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// Opens connections for the pool, as deadpool's own connector does, but logs a connection's end
+/// in the server's words and with the database it was to.
+struct Connector {
+    tls: MakeRustlsConnect,
+    /// [`DatabaseUrl`]'s display: never the password.
+    database: Arc<str>,
+}
+
+type Connected = Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>;
+
+impl Connect for Connector {
+    fn connect(&self, config: &tokio_postgres::Config) -> Pin<Box<dyn Future<Output = Connected> + Send + '_>> {
+        let (config, tls, database) = (config.clone(), self.tls.clone(), self.database.clone());
+        Box::pin(async move {
+            let (client, connection) = config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                // Ok: the pool dropped the client. An error: the server or the network ended it.
+                if let Err(e) = connection.await {
+                    tracing::warn!(
+                        %database,
+                        error = %describe(&e),
+                        "PostgreSQL connection lost; the pool opens a new one when next needed"
+                    );
+                }
+            });
+            Ok((client, task))
+        })
+    }
 }
 
 /// Applies pending migrations; several instances may start at once.
@@ -173,3 +228,4 @@ pub async fn business_counts(pool: &Pool) -> Result<Vec<(String, i64, i64)>, DbE
         .map_err(DbError::pg("reading event counts"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, Option<i64>>(2).unwrap_or(0))).collect())
 }
+

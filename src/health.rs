@@ -139,11 +139,7 @@ impl Health {
                 lag: m.kafka_consumer_lag_messages.get(),
             },
             database: DatabaseReport { up: self.db_up(), migrated: self.migrated.load(Ordering::Relaxed) },
-            circuit_breaker: match breaker {
-                BreakerState::Closed => "closed",
-                BreakerState::HalfOpen => "half_open",
-                BreakerState::Open => "open",
-            },
+            circuit_breaker: breaker.label(),
             buffer: BufferReport {
                 size: self.buffer.events(),
                 capacity: self.buffer.capacity_events,

@@ -1,6 +1,8 @@
 //! PostgreSQL goes away for 30 s while 100,000 events flow: aurore is never restarted, stays in
 //! its group, reports the outage (503, app_health_status 0, circuit open), recovers on its own,
-//! and ends with exactly the events produced.
+//! and ends with exactly the events produced. Before that, the server itself ends aurore's
+//! connections (`pg_terminate_backend`, as a restart or an operator would). Every log line about
+//! either is in the server's words, names the database, and says what happens next.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,23 @@ async fn a_postgres_outage_is_survived_and_reported() {
     env.produce(&producer, all[..20_000].to_vec()).await;
     env.wait_persisted(20_000, Duration::from_secs(120)).await;
     aurore.wait_ready(Duration::from_secs(30)).await;
+    // The server ends every connection of aurore's: the connections are replaced unseen.
+    let db = env.db().await;
+    let terminated: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'aurore' AND datname = current_database()) t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated > 0, "aurore holds connections to its database");
+    let lost = "PostgreSQL connection lost";
+    wait_until("the lost connections logged", Duration::from_secs(30), || async {
+        aurore.log_text().contains(lost).then_some(())
+    })
+    .await;
     let before = Metrics::scrape(&aurore).unwrap();
     let rebalances = before.get("kafka_rebalances_total", &[]).unwrap();
 
@@ -78,6 +97,41 @@ async fn a_postgres_outage_is_survived_and_reported() {
         seen == ["degraded", "down", "healthy"] || seen == ["degraded", "down", "degraded", "healthy"],
         "/health statuses in order: {seen:?}"
     );
+    logs_say_what_failed_where_and_what_next(&aurore.log_text(), &format!("127.0.0.1:{}", proxy.port));
+}
+
+/// The outage's log lines: the server's words, never a library's "db error"; the database named;
+/// what happens next said.
+fn logs_say_what_failed_where_and_what_next(log: &str, address: &str) {
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))).collect();
+    for vague in ["db error", "could not be recycled", "Error occurred while creating a new object", "Connection error"] {
+        assert!(!log.contains(vague), "{vague:?} logged:\n{log}");
+    }
+    let with = |message: &str| {
+        lines.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(message))).collect::<Vec<_>>()
+    };
+    let lost = with("PostgreSQL connection lost; the pool opens a new one");
+    let retried = with("PostgreSQL unavailable; the batch is kept and retried");
+    assert!(!lost.is_empty() && !retried.is_empty(), "lost connections and retried batches logged:\n{log}");
+    for line in lost.iter().chain(&retried) {
+        assert_eq!(line["level"], "WARN", "{line}");
+        let database = line["database"].as_str().unwrap_or_else(|| panic!("no database field: {line}"));
+        assert!(database.contains(address) && !database.contains(":aurore@"), "database {database:?}: {line}");
+    }
+    // The server's own words for pg_terminate_backend, with the SQLSTATE.
+    assert!(
+        lost.iter().any(|l| l["error"] == "terminating connection due to administrator command (SQLSTATE 57P01)"),
+        "{lost:?}"
+    );
+    for line in &retried {
+        assert!(line["retry_in_ms"].as_u64().is_some() && line["breaker"].is_string(), "{line}");
+        // What failed, then why: "persisting a batch: cannot connect: error communicating with
+        // the server: Connection reset by peer (os error 104)".
+        let error = line["error"].as_str().unwrap();
+        let (what, why) = error.split_once(": ").unwrap_or_else(|| panic!("no cause: {line}"));
+        assert!(!what.is_empty() && why.len() > 20, "{line}");
+    }
 }
 
 /// Records /health's status when it changes.

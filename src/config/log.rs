@@ -17,7 +17,8 @@ pub struct LogArgs {
     pub log_format: Option<String>,
 
     /// Least severe level logged: error, warn, info, debug or trace. Default info. RUST_LOG,
-    /// when set, wins (any tracing-subscriber EnvFilter directives).
+    /// when set, wins (any tracing-subscriber EnvFilter directives; deadpool's own warnings stay
+    /// off unless it names deadpool: aurore logs those events itself, in better words).
     #[arg(long, global = true, env = "AURORE_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
 }
@@ -42,6 +43,11 @@ pub struct LogSettings {
     /// ANSI colours: text format, stderr a terminal and `NO_COLOR` unset.
     pub ansi: bool,
 }
+
+/// deadpool-postgres warns "Connection error: db error" and "Connection could not be recycled"
+/// when a connection ends; `db` logs the same event itself, in the server's words and with the
+/// host. Appended to every filter, `RUST_LOG`'s too unless it names deadpool.
+const DEADPOOL_QUIET: &str = "deadpool=error";
 
 /// The levels `--log-level` takes, most severe first.
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -84,11 +90,18 @@ impl LogArgs {
         if let Some(directives) = rust_log.map(str::trim).filter(|d| !d.is_empty()) {
             tracing_subscriber::EnvFilter::try_new(directives)
                 .map_err(|e| ConfigError(format!("RUST_LOG={directives:?} is not a valid log filter: {e}")))?;
-            return Ok(LogSettings { format, filter: directives.to_owned(), from_rust_log: true, ansi });
+            let filter =
+                if directives.contains("deadpool") { directives.to_owned() } else { format!("{directives},{DEADPOOL_QUIET}") };
+            return Ok(LogSettings { format, filter, from_rust_log: true, ansi });
         }
         // librdkafka's own log stays at warn (its info and debug are chatty), unless the
         // chosen level is stricter still.
         let rdkafka = if level == "error" { "error" } else { "warn" };
-        Ok(LogSettings { format, filter: format!("{level},librdkafka={rdkafka},rdkafka={rdkafka}"), from_rust_log: false, ansi })
+        Ok(LogSettings {
+            format,
+            filter: format!("{level},librdkafka={rdkafka},rdkafka={rdkafka},{DEADPOOL_QUIET}"),
+            from_rust_log: false,
+            ansi,
+        })
     }
 }

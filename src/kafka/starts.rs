@@ -20,6 +20,8 @@ use crate::pipeline::offsets::Start;
 
 pub struct StoredStarts {
     pub pool: Pool,
+    /// `user@host:port/dbname`, for log lines.
+    pub database: Arc<str>,
     pub runtime: Handle,
     pub group: Arc<str>,
 }
@@ -49,13 +51,18 @@ impl StoredStarts {
                 partitions.iter().map(|(t, p)| found.get(&(t.as_str(), *p)).map_or(Start::Kafka, |n| Start::Stored(*n))).collect()
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read consumer_offsets; the partitions stay paused until it can be read");
+                tracing::warn!(
+                    database = %self.database,
+                    error = %e,
+                    "cannot read consumer_offsets; the partitions stay paused and it is read again"
+                );
                 vec![Start::Unresolved; partitions.len()]
             }
             Err(_) => {
                 tracing::warn!(
+                    database = %self.database,
                     timeout_ms = timeout.as_millis() as u64,
-                    "reading consumer_offsets timed out; the partitions stay paused until it can be read"
+                    "reading consumer_offsets timed out; the partitions stay paused and it is read again"
                 );
                 vec![Start::Unresolved; partitions.len()]
             }

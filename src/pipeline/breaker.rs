@@ -20,6 +20,17 @@ pub enum State {
     Open = 2,
 }
 
+impl State {
+    /// As `/health` and the logs say it: `closed`, `half_open`, `open`.
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::HalfOpen => "half_open",
+            State::Open => "open",
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Inner {
     Closed { failures: u32 },

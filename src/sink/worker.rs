@@ -24,6 +24,8 @@ use crate::sink::transaction::{self, Failure, Rejected};
 #[derive(Clone)]
 pub struct Shared {
     pub pool: Pool,
+    /// `user@host:port/dbname`, for log lines: never the password.
+    pub database: Arc<str>,
     pub group: Arc<str>,
     pub metrics: Arc<Metrics>,
     pub breaker: Arc<Breaker>,
@@ -34,8 +36,8 @@ pub struct Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("PostgreSQL refuses aurore's work and retrying cannot help: {0}")]
-    Fatal(DbError),
+    #[error("PostgreSQL at {database} refuses aurore's work and retrying cannot help: {error}")]
+    Fatal { database: Arc<str>, error: DbError },
     #[error("gave up persisting at shutdown: {0}")]
     Aborted(String),
 }
@@ -47,7 +49,7 @@ pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch
         let result = persist(&shared, batch).await;
         shared.metrics.worker_busy.dec();
         if let Err(e) = result {
-            tracing::error!(worker = id, error = %e, "flush worker stopped");
+            tracing::error!(worker = id, error = %e, "flush worker stopped; not retried, aurore stops");
             // Nothing queued here will be persisted: hand it back so shutdown does not wait on it.
             batches.close();
             while let Ok(batch) = batches.try_recv() {
@@ -98,14 +100,20 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                 Class::Data if !isolate => {
                     // A row slipped past validation; redo the batch isolating the bad rows.
                     shared.metrics.worker_flush_errors_total.with_label_values(&["data"]).inc();
-                    tracing::warn!(error = %e, "a row of the batch was refused; isolating it");
+                    tracing::warn!(database = %shared.database, error = %e, "PostgreSQL refused a row of the batch; retrying it row by row to dead-letter the refused ones");
                     isolate = true;
                 }
                 Class::Transient => {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["transient"]).inc();
                     shared.metrics.database_connection_up.set(0);
                     let delay = shared.breaker.failure();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, breaker = ?shared.breaker.state(), "PostgreSQL unavailable; the batch is kept and retried");
+                    tracing::warn!(
+                        database = %shared.database,
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        breaker = shared.breaker.state().label(),
+                        "PostgreSQL unavailable; the batch is kept and retried"
+                    );
                     tokio::select! {
                         biased;
                         _ = shared.abort.cancelled() => return abandoned(shared, units, SinkError::Aborted(e.to_string())),
@@ -114,7 +122,7 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                 }
                 Class::Data | Class::Fatal => {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["fatal"]).inc();
-                    return abandoned(shared, units, SinkError::Fatal(e));
+                    return abandoned(shared, units, SinkError::Fatal { database: shared.database.clone(), error: e });
                 }
             },
         }
