@@ -37,7 +37,7 @@ pub fn main(cli: Cli) -> ExitCode {
     crate::logging::init(&log);
     let json = log.format == LogFormat::Json;
     let valid = match &cli.command {
-        Command::Run(args) => args.validate(),
+        Command::Run(args) | Command::Check(args) => args.validate().and_then(|()| kafka_settings(args)),
         Command::Produce(args) => args.validate(),
         Command::Migrate(_) => Ok(()),
     };
@@ -59,6 +59,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Check(args) => crate::check::run(args).await.map_err(anyhow::Error::from),
             Command::Migrate(args) => migrate(args).await,
             Command::Produce(_) => unreachable!("handled above"),
         }
@@ -93,10 +94,12 @@ pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // librdkafka validates its settings when a client is created: do it before anything runs.
-    client_config(&args).create::<BaseConsumer>().map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
+/// librdkafka validates its settings when a client is created: done before anything runs.
+fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
+    client_config(args).create::<BaseConsumer>().map(drop).map_err(|e| ConfigError(format!("Kafka settings: {e}")))
+}
 
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.buffer_capacity.set(args.buffer_capacity as i64);
     metrics.buffer_capacity_bytes.set(args.buffer_capacity_bytes as i64);

@@ -24,10 +24,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at start; boxing buys nothing")]
 pub enum Command {
     /// Consume the topics into PostgreSQL until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Try what `run` needs (configuration, brokers, topics, PostgreSQL, migrations,
+    /// privileges), one line per check; exit 0 if all pass, 1 if one fails, 2 on bad usage.
+    Check(RunArgs),
     /// Apply the database migrations and exit.
     Migrate(DbArgs),
     /// Publish synthetic events (or NDJSON lines) to Kafka: the load generator.

@@ -229,3 +229,84 @@ pub async fn business_counts(pool: &Pool) -> Result<Vec<(String, i64, i64)>, DbE
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, Option<i64>>(2).unwrap_or(0))).collect())
 }
 
+/// The table privileges `run` needs, with what needs them: `(table, privilege, used by)`.
+/// COPY FROM needs INSERT; `ON CONFLICT DO UPDATE` needs UPDATE and SELECT; an `UPDATE … WHERE`
+/// and a `RETURNING` need SELECT (PostgreSQL's GRANT page). Keep it in step with `sink::sql` and
+/// the queries above.
+pub const TABLE_PRIVILEGES: &[(&str, &str, &str)] = &[
+    ("events", "INSERT", "COPY of the rows"),
+    ("dead_letters", "INSERT", "dead letters"),
+    ("consumer_offsets", "SELECT", "where partitions start; the fenced offset update"),
+    ("consumer_offsets", "INSERT", "a partition's first offset"),
+    ("consumer_offsets", "UPDATE", "the fenced offset update"),
+    ("event_counts", "SELECT", "business metrics; the hourly counts' upsert"),
+    ("event_counts", "INSERT", "the hourly counts' upsert"),
+    ("event_counts", "UPDATE", "the hourly counts' upsert"),
+];
+
+/// A migration, as this binary knows it or as the database recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRecord {
+    pub version: i32,
+    pub name: String,
+    pub checksum: u64,
+}
+
+/// The migrations this binary embeds, in order.
+pub fn known_migrations() -> Vec<MigrationRecord> {
+    let runner = embedded::migrations::runner();
+    runner.get_migrations().iter().map(record).collect()
+}
+
+fn record(m: &refinery::Migration) -> MigrationRecord {
+    MigrationRecord { version: m.version(), name: m.name().to_owned(), checksum: m.checksum() }
+}
+
+/// The migrations recorded in the database (none if refinery's table does not exist yet).
+pub async fn applied_migrations(client: &mut tokio_postgres::Client) -> Result<Vec<MigrationRecord>, DbError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[])
+        .await
+        .map_err(DbError::pg("looking for the migration history"))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let applied = embedded::migrations::runner().get_applied_migrations_async(client).await?;
+    Ok(applied.iter().map(record).collect())
+}
+
+/// Whether the current role may create tables in its current schema, as migrations do.
+pub async fn may_create_tables(client: &tokio_postgres::Client) -> Result<bool, DbError> {
+    let row = client
+        .query_one("SELECT coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)", &[])
+        .await
+        .map_err(DbError::pg("reading schema privileges"))?;
+    Ok(row.get(0))
+}
+
+/// Of [`TABLE_PRIVILEGES`], those the current role lacks on tables that exist, and the tables
+/// that do not exist.
+pub async fn missing_privileges(
+    client: &tokio_postgres::Client,
+) -> Result<(Vec<(&'static str, &'static str, &'static str)>, Vec<&'static str>), DbError> {
+    let (mut lacking, mut absent) = (Vec::new(), Vec::new());
+    for &(table, privilege, why) in TABLE_PRIVILEGES {
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, to_regclass($1) IS NOT NULL AND has_table_privilege($1, $2)",
+                &[&table, &privilege],
+            )
+            .await
+            .map_err(DbError::pg("reading table privileges"))?;
+        let (exists, granted): (bool, bool) = (row.get(0), row.get(1));
+        if !exists {
+            if !absent.contains(&table) {
+                absent.push(table);
+            }
+        } else if !granted {
+            lacking.push((table, privilege, why));
+        }
+    }
+    Ok((lacking, absent))
+}

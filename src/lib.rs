@@ -36,6 +36,7 @@
 //!   what operators see; [`produce`]: the load generator.
 
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod copy;
 pub mod db;

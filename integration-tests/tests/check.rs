@@ -1,0 +1,140 @@
+//! `aurore check` against the real broker and PostgreSQL: a good setup passes (before and after
+//! migrating), and a wrong password, a missing topic and a role without INSERT each fail with the
+//! line that names the cause, exit 1, and print no password. Bad usage exits 2.
+
+use std::process::Command;
+
+use integration_tests::{Env, aurore_bin};
+
+/// Runs `aurore check` on the test's topic and group: (exit code, stdout, stderr).
+fn check(env: &Env, database_url: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = env.aurore_args(0, extra);
+    args[0] = "check".into();
+    let out = Command::new(aurore_bin())
+        .args(&args)
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", &env.stack.brokers)
+        .env("AURORE_LOG_FORMAT", "text")
+        .output()
+        .expect("running aurore check");
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    eprintln!("[check] aurore {args:?}: {:?}\n{stdout}{stderr}", out.status.code());
+    (out.status.code().expect("exit code"), stdout, stderr)
+}
+
+/// The status of the line of check `name` ("ok" or "FAILED") and its text.
+fn line<'a>(stdout: &'a str, name: &str) -> (&'a str, &'a str) {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let (status, rest) = l.split_once(' ')?;
+            let text = rest.trim_start().strip_prefix(name)?.strip_prefix(": ")?;
+            Some((status, text))
+        })
+        .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"))
+}
+
+fn migrate(env: &Env) {
+    let status = Command::new(aurore_bin()).arg("migrate").env("DATABASE_URL", &env.database_url).status().unwrap();
+    assert!(status.success(), "aurore migrate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_setup_passes_before_and_after_migrating() {
+    let env = Env::new("check_good", 3, &[]).await;
+    let (code, out, _) = check(&env, &env.database_url, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (status, text) = line(&out, "migrations");
+    assert_eq!(status, "ok");
+    assert!(text.starts_with("0 of ") && text.ends_with("(run applies them at start)"), "{text}");
+
+    migrate(&env);
+    let (code, out, err) = check(&env, &env.database_url, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")), "every line ok:\n{out}");
+    assert_eq!(line(&out, &format!("topic {}", env.topic)), ("ok", "3 partition(s)"));
+    assert_eq!(line(&out, "kafka broker 1").0, "ok");
+    let (_, text) = line(&out, "migrations");
+    assert!(text.contains(" applied") && !text.contains("pending"), "{text}");
+    let (_, text) = line(&out, "tables");
+    assert!(text.contains("events, dead_letters, consumer_offsets, event_counts"), "{text}");
+    let (_, text) = line(&out, "postgresql");
+    assert!(text.contains("as role aurore") && !text.contains(":aurore@"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_in_the_servers_words_and_is_never_printed() {
+    let env = Env::new("check_password", 1, &[]).await;
+    let password = "wrong-pw-7c1e";
+    let url = env.database_url.replacen("aurore:aurore@", &format!("aurore:{password}@"), 1);
+    assert_ne!(url, env.database_url, "the test rewrites the stack's credentials");
+    let (code, out, err) = check(&env, &url, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let (status, text) = line(&out, "postgresql");
+    assert_eq!(status, "FAILED");
+    assert!(text.contains("password authentication failed for user \"aurore\" (SQLSTATE 28P01)"), "{text}");
+    assert!(!out.contains(password) && !err.contains(password), "the password is printed:\n{out}{err}");
+    assert!(!out.contains("migrations:"), "no migration line without a connection:\n{out}");
+    assert_eq!(line(&out, "kafka").0, "ok", "the other checks still run");
+    assert!(err.contains("checks failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_named() {
+    let env = Env::new("check_topic", 2, &[]).await;
+    let missing = format!("{}-missing", env.topic);
+    let topics = format!("{},{missing}", env.topic);
+    let (code, out, _) = check(&env, &env.database_url, &["--topics", &topics]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(line(&out, &format!("topic {}", env.topic)), ("ok", "2 partition(s)"));
+    let (status, text) = line(&out, &format!("topic {missing}"));
+    assert_eq!(status, "FAILED");
+    assert!(text.starts_with("does not exist"), "{text}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("FAILED")).count(), 1, "only the topic fails:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_insert_is_told_what_to_grant() {
+    let env = Env::new("check_role", 1, &[]).await;
+    migrate(&env);
+    let role = format!("it_check_{}", &env.name[env.name.len() - 10..]);
+    let password = "ro-secret-5d2a";
+    let db = env.db().await;
+    // Reads everything, writes nothing to events and dead_letters.
+    db.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}';
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+         GRANT INSERT, UPDATE ON consumer_offsets, event_counts TO {role};"
+    ))
+    .await
+    .unwrap();
+    let url = env.database_url.replacen("aurore:aurore@", &format!("{role}:{password}@"), 1);
+    let (code, out, err) = check(&env, &url, &["--no-migrate"]);
+    db.batch_execute(&format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}")).await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(line(&out, "migrations").0, "ok", "the role may read the migration history");
+    for table in ["events", "dead_letters"] {
+        let (status, text) = line(&out, &format!("table {table}"));
+        assert_eq!(status, "FAILED");
+        assert!(text.starts_with(&format!("role {role} lacks INSERT")), "{text}");
+        assert!(text.ends_with(&format!("GRANT INSERT ON {table} TO {role}")), "{text}");
+    }
+    assert_eq!(out.lines().filter(|l| l.starts_with("FAILED")).count(), 2, "{out}");
+    assert!(!out.contains(password) && !err.contains(password), "the password is printed:\n{out}{err}");
+}
+
+#[test]
+fn bad_usage_exits_2_with_one_line() {
+    for (args, says) in [
+        (&["check", "--database-url", "postgres://u@h/d", "--batch-size", "0"][..], "--batch-size must be at least 1"),
+        (&["check", "--database-url", "postgres://u@h/d", "--kafka-config", "group.id=x"][..], "aurore sets this itself"),
+        (&["check", "--no-such-flag"][..], "unexpected argument"),
+    ] {
+        let out =
+            Command::new(aurore_bin()).args(args).env_remove("DATABASE_URL").env("AURORE_LOG_FORMAT", "text").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
