@@ -190,7 +190,8 @@ impl ClientContext for Context {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_kafka(KafkaState::BrokersDown);
         }
-        tracing::warn!(%error, reason, "Kafka client error");
+        // `reason` names the broker (`host:port/id: ...`).
+        tracing::warn!(%error, reason, "Kafka client error; librdkafka reconnects and retries by itself");
     }
 }
 

@@ -267,7 +267,7 @@ impl Poller {
         let text = e.to_string();
         let now = Instant::now();
         if self.last_error.as_ref().is_none_or(|(t, at)| *t != text || now.duration_since(*at) > Duration::from_secs(10)) {
-            tracing::warn!(error = %text, "Kafka consumer error");
+            tracing::warn!(error = %text, "Kafka consumer error; consumption goes on (said at most once per 10 s)");
             self.last_error = Some((text, now));
         }
     }
