@@ -143,8 +143,9 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_TOPICS", value_delimiter = ',', default_value = "events")]
     pub topics: Vec<String>,
 
-    /// Kafka consumer group; also the key of this group's rows in `consumer_offsets`.
-    /// Default `aurore`.
+    /// Kafka consumer group. Where a partition resumes (`consumer_offsets`) is kept per
+    /// partition, whichever group stored it: renaming the group resumes where the old one
+    /// stopped. Default `aurore`.
     #[arg(long, env = "AURORE_GROUP_ID", default_value = "aurore")]
     pub group_id: String,
 

@@ -202,13 +202,14 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     Ok(report.applied_migrations().len())
 }
 
-/// `next_offset` of each listed partition that has a row, for this group.
-pub async fn load_offsets(pool: &Pool, group: &str, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, DbError> {
+/// `next_offset` of each listed partition that has a row, whichever group wrote it: the row is
+/// the partition's (migration V5).
+pub async fn load_offsets(pool: &Pool, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, DbError> {
     let client = pool.get().await.map_err(DbError::pool("reading consumer offsets"))?;
     let rows = client
         .query(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
-            &[&group, &topic, &partitions],
+            "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1 AND partition = ANY($2)",
+            &[&topic, &partitions],
         )
         .await
         .map_err(DbError::pg("reading consumer offsets"))?;

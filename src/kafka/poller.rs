@@ -93,12 +93,7 @@ impl Poller {
         };
         let core =
             Core { state: PollerState::new(settings, p.buffer, p.metrics.clone()), reports: p.reports, workers: p.workers };
-        let starts = StoredStarts {
-            pool: p.pool,
-            database: Arc::from(p.args.db.database_url.to_string()),
-            runtime: p.runtime,
-            group: Arc::from(p.args.group_id.as_str()),
-        };
+        let starts = StoredStarts { pool: p.pool, database: Arc::from(p.args.db.database_url.to_string()), runtime: p.runtime };
         let context = Context::new(core, starts, p.args.rebalance_drain_timeout, p.metrics, p.health.clone());
         let consumer: BaseConsumer<Context> =
             client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;

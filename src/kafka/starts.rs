@@ -23,7 +23,6 @@ pub struct StoredStarts {
     /// `user@host:port/dbname`, for log lines.
     pub database: Arc<str>,
     pub runtime: Handle,
-    pub group: Arc<str>,
 }
 
 impl StoredStarts {
@@ -38,7 +37,7 @@ impl StoredStarts {
             tokio::time::timeout(timeout, async {
                 let mut found = HashMap::new();
                 for (topic, ps) in &by_topic {
-                    for (p, n) in db::load_offsets(&self.pool, &self.group, topic, ps).await? {
+                    for (p, n) in db::load_offsets(&self.pool, topic, ps).await? {
                         found.insert((*topic, p), n);
                     }
                 }

@@ -41,7 +41,7 @@ impl fmt::Display for Start {
 /// What a unit's transaction expects to find in `consumer_offsets` for its partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fence {
-    /// No row yet: the partition has never been persisted by this group.
+    /// No row yet: the partition has never been persisted (by any group).
     Absent,
     /// The row holds this `next_offset`.
     At(i64),

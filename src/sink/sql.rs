@@ -3,12 +3,13 @@
 //! match.
 
 /// Moves each listed partition from its fence (`expected`) to `next_offset`; returns the
-/// partitions moved. A partition whose row holds anything else is not moved: someone else moved
-/// it on. Locks the rows until the transaction ends, so a zombie and the new owner serialise.
-/// `$1` group, `$2` topics, `$3` partitions, `$4` expected, `$5` next offsets.
-pub const MOVE_OFFSETS: &str = "UPDATE consumer_offsets AS o SET next_offset = u.next_offset, updated_at = now()
+/// partitions moved. A partition whose row holds anything else is not moved: someone else (a
+/// member of this group or of any other: the row is the partition's, V5) moved it on. Locks the
+/// rows until the transaction ends, so a zombie and the new owner serialise. `$1` group (recorded
+/// as the last writer), `$2` topics, `$3` partitions, `$4` expected, `$5` next offsets.
+pub const MOVE_OFFSETS: &str = "UPDATE consumer_offsets AS o SET next_offset = u.next_offset, group_id = $1, updated_at = now()
      FROM unnest($2::text[], $3::int4[], $4::int8[], $5::int8[]) AS u(topic, partition, expected, next_offset)
-     WHERE o.group_id = $1 AND o.topic = u.topic AND o.partition = u.partition AND o.next_offset = u.expected
+     WHERE o.topic = u.topic AND o.partition = u.partition AND o.next_offset = u.expected
      RETURNING o.topic, o.partition";
 
 /// Records partitions persisted for the first time; returns those recorded (a row that already
@@ -16,7 +17,7 @@ pub const MOVE_OFFSETS: &str = "UPDATE consumer_offsets AS o SET next_offset = u
 /// next offsets.
 pub const INSERT_OFFSETS: &str = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
      SELECT $1, u.topic, u.partition, u.next_offset FROM unnest($2::text[], $3::int4[], $4::int8[]) AS u(topic, partition, next_offset)
-     ON CONFLICT DO NOTHING RETURNING topic, partition";
+     ON CONFLICT (topic, partition) DO NOTHING RETURNING topic, partition";
 
 /// `$1` topics, `$2` partitions, `$3` offsets, `$4` raw messages, `$5` reasons, `$6` details.
 pub const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail)
