@@ -43,7 +43,7 @@ async fn a_group_renamed_between_restarts_resumes_where_the_data_stands() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(writers, [renamed.group.clone()]);
+    assert_eq!(writers, std::slice::from_ref(&renamed.group));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
