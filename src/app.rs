@@ -15,7 +15,7 @@ use crate::config::{Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, R
 use crate::db;
 use crate::health::Health;
 use crate::kafka::client::client_config;
-use crate::kafka::poller::{Parts, Poller};
+use crate::kafka::poller::{ConsumerError, Parts, Poller};
 use crate::metrics::Metrics;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::Buffer;
@@ -23,7 +23,8 @@ use crate::pipeline::handoff;
 use crate::shutdown::{self, Shutdown};
 use crate::sink::worker::{self, Shared};
 
-/// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration.
+/// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration, 3
+/// fenced by another process under the same `--instance-id`.
 pub fn main(cli: Cli) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
     let log = match cli.log.resolve(env("RUST_LOG").as_deref(), env("NO_COLOR").as_deref(), std::io::stderr().is_terminal()) {
@@ -58,7 +59,7 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run_until_admitted(args).await,
             Command::Check(args) => crate::check::run(args).await.map_err(anyhow::Error::from),
             Command::Migrate(args) => migrate(args).await,
             Command::Produce(_) => unreachable!("handled above"),
@@ -67,6 +68,14 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigError>() => exit(json, 2, &e),
+        Err(e)
+            if matches!(
+                e.downcast_ref(),
+                Some(ConsumerError::InstanceFenced { .. } | ConsumerError::InstanceUnreleased { .. })
+            ) =>
+        {
+            exit(json, 3, &e)
+        }
         Err(e) => exit(json, 1, &format!("{e:#}")),
     }
 }
@@ -97,6 +106,27 @@ pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
 /// librdkafka validates its settings when a client is created: done before anything runs.
 fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
     client_config(args).create::<BaseConsumer>().map(drop).map_err(|e| ConfigError(format!("Kafka settings: {e}")))
+}
+
+/// [`run`], started again while the broker refuses this `--instance-id` (KIP-848 holds it for a
+/// crashed predecessor until its session times out), for at most `--instance-id-wait`.
+async fn run_until_admitted(args: RunArgs) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + args.instance_id_wait;
+    loop {
+        match run(args.clone()).await {
+            Err(e) if matches!(e.downcast_ref(), Some(ConsumerError::InstanceUnreleased { .. })) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "joining again in 2 s, until --instance-id-wait has passed");
+                tokio::select! {
+                    _ = shutdown::signal() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -149,6 +149,27 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_GROUP_ID", default_value = "aurore")]
     pub group_id: String,
 
+    /// Static membership (Kafka's `group.instance.id`): a name for this member that outlives
+    /// the process, such as a StatefulSet pod's name. A member restarted under the same name
+    /// (after a crash too) gets its partitions back at once instead of after the old member's
+    /// session timeout; no rebalance happens. Two live processes under one name: one is fenced
+    /// and exits with code 3. 1-249 of [a-zA-Z0-9._-]. Default: none (dynamic membership).
+    #[arg(long, env = "AURORE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// With `--group-protocol consumer`: how long to keep joining while the broker still holds
+    /// the `--instance-id` for another member (a crashed predecessor is released after the
+    /// broker's `group.consumer.session.timeout.ms`, 45 s by default) before exiting with
+    /// code 3. Default 60s.
+    #[arg(long, env = "AURORE_INSTANCE_ID_WAIT", default_value = "60s", value_parser = duration)]
+    pub instance_id_wait: Duration,
+
+    /// The consumer group protocol: `classic` (JoinGroup/SyncGroup, with the client-side
+    /// cooperative-sticky assignor) or `consumer` (KIP-848: the broker assigns, incrementally;
+    /// needs Kafka 4.0 or newer). Default classic.
+    #[arg(long, env = "AURORE_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
+    pub group_protocol: GroupProtocol,
+
     /// Extra librdkafka consumer settings, `key=value`, repeatable (TLS, SASL, fetch sizes...).
     /// From the environment: `;`-separated. Settings aurore owns (group.id, bootstrap.servers,
     /// enable.auto.commit, enable.auto.offset.store, partition.assignment.strategy,
@@ -226,6 +247,15 @@ pub struct RunArgs {
     pub no_migrate: bool,
 }
 
+/// Kafka's consumer group protocols (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup; the members assign (cooperative-sticky here).
+    Classic,
+    /// KIP-848: the broker assigns, incrementally; Kafka 4.0 or newer.
+    Consumer,
+}
+
 /// Settings of the consumer that aurore decides itself.
 pub const OWNED_KAFKA_KEYS: &[&str] = &[
     "group.id",
@@ -235,6 +265,7 @@ pub const OWNED_KAFKA_KEYS: &[&str] = &[
     "enable.auto.offset.store",
     "partition.assignment.strategy",
     "group.protocol",
+    "group.instance.id",
     "enable.partition.eof",
 ];
 
@@ -254,9 +285,18 @@ impl RunArgs {
         if self.group_id.trim().is_empty() {
             return bad("--group-id is empty".into());
         }
+        if let Some(id) = &self.instance_id
+            && !valid_topic(id)
+        {
+            // Kafka checks group.instance.id with the rules of topic names (JoinGroupRequest).
+            return bad(format!("--instance-id (AURORE_INSTANCE_ID) must be 1-249 of [a-zA-Z0-9._-], got {id:?}"));
+        }
         for (k, _) in &self.kafka_config {
-            if OWNED_KAFKA_KEYS.contains(&k.as_str()) {
-                return bad(format!("--kafka-config {k}: aurore sets this itself"));
+            match k.as_str() {
+                "group.instance.id" => return bad(format!("--kafka-config {k}: use --instance-id (AURORE_INSTANCE_ID)")),
+                "group.protocol" => return bad(format!("--kafka-config {k}: use --group-protocol (AURORE_GROUP_PROTOCOL)")),
+                k if OWNED_KAFKA_KEYS.contains(&k) => return bad(format!("--kafka-config {k}: aurore sets this itself")),
+                _ => {}
             }
         }
         let positive = [

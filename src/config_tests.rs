@@ -28,6 +28,28 @@ fn kafka_config_pairs_parse_and_owned_keys_are_refused() {
     assert_eq!(r.kafka_config, vec![("fetch.min.bytes".into(), "1000".into()), ("security.protocol".into(), "SASL_SSL".into())]);
     assert!(run(&["--kafka-config", "enable.auto.commit=true"]).unwrap_err().contains("aurore sets this itself"));
     assert!(run(&["--kafka-config", "novalue"]).unwrap_err().contains("not key=value"));
+    // The settings that have their own flag say which.
+    assert!(run(&["--kafka-config", "group.instance.id=a"]).unwrap_err().contains("use --instance-id (AURORE_INSTANCE_ID)"));
+    assert!(run(&["--kafka-config", "group.protocol=consumer"]).unwrap_err().contains("use --group-protocol"));
+}
+
+#[test]
+fn static_membership_and_the_group_protocol() {
+    let r = run(&[]).unwrap();
+    assert_eq!(
+        (r.instance_id.as_deref(), r.group_protocol, r.instance_id_wait),
+        (None, GroupProtocol::Classic, Duration::from_secs(60))
+    );
+    let r = run(&["--instance-id", "aurore-0", "--group-protocol", "consumer", "--instance-id-wait", "5s"]).unwrap();
+    assert_eq!(
+        (r.instance_id.as_deref(), r.group_protocol, r.instance_id_wait),
+        (Some("aurore-0"), GroupProtocol::Consumer, Duration::from_secs(5))
+    );
+    for bad in ["", "pod 0", "aurore/0", &"x".repeat(250)] {
+        let e = run(&["--instance-id", bad]).unwrap_err();
+        assert!(e.contains("--instance-id (AURORE_INSTANCE_ID) must be 1-249 of [a-zA-Z0-9._-]"), "{bad:?}: {e}");
+    }
+    assert!(run(&["--group-protocol", "eager"]).unwrap_err().contains("invalid value 'eager'"));
 }
 
 #[test]

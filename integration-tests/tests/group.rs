@@ -1,19 +1,27 @@
-//! Several instances share one group, joining and leaving mid-stream: still exactly once.
+//! Several instances share one group, joining and leaving mid-stream: still exactly once, under
+//! both consumer group protocols.
 
 use std::time::Duration;
 
-use integration_tests::{Env, event, wait_until};
-
-const FAST_GROUP: [&str; 4] = ["--kafka-config", "session.timeout.ms=6000", "--kafka-config", "heartbeat.interval.ms=1000"];
+use integration_tests::{Env, event, fast_group, wait_until};
 
 #[tokio::test]
 async fn two_then_three_instances_joining_and_leaving_stay_exactly_once() {
+    churn("classic").await;
+}
+
+#[tokio::test]
+async fn two_then_three_instances_joining_and_leaving_stay_exactly_once_kip848() {
+    churn("consumer").await;
+}
+
+async fn churn(protocol: &str) {
     const TOTAL: u64 = 120_000;
-    let env = Env::new("group", 6, &[]).await;
+    let env = Env::new(&format!("group_{protocol}"), 6, &[]).await;
     let producer = env.producer(&[]);
     let stream = (0..TOTAL).map(|i| ((i % 6) as i32, event("svc", "t", i))).collect();
     let produce = env.produce_stream(&producer, stream, 10_000, Duration::from_millis(400));
-    let args: Vec<&str> = ["--batch-size", "1000"].into_iter().chain(FAST_GROUP).collect();
+    let args: Vec<&str> = ["--batch-size", "1000"].into_iter().chain(fast_group(protocol)).collect();
     let a = env.spawn_aurore(&args);
     let b = env.spawn_aurore(&args);
     let reached = |n: i64| {

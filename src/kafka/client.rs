@@ -21,7 +21,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::config::RunArgs;
+use crate::config::{GroupProtocol, RunArgs};
 use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
 use crate::kafka::queue::Forwarder;
@@ -42,7 +42,6 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
         // Offsets are committed explicitly, after PostgreSQL has committed the rows.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.partition.eof", "false")
         // A pipeline that starts on an existing topic must not skip what is already there.
         .set("auto.offset.reset", "earliest")
@@ -53,6 +52,15 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
         .set("statistics.interval.ms", "5000")
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set_log_level(RDKafkaLogLevel::Warning);
+    match args.group_protocol {
+        // The broker assigns (KIP-848), always incrementally: the client-side assignor is not
+        // set (librdkafka refuses it with this protocol).
+        GroupProtocol::Consumer => c.set("group.protocol", "consumer"),
+        GroupProtocol::Classic => c.set("group.protocol", "classic").set("partition.assignment.strategy", "cooperative-sticky"),
+    };
+    if let Some(id) = &args.instance_id {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &args.kafka_config {
         c.set(k, v);
     }

@@ -64,6 +64,20 @@ pub enum ConsumerError {
     Kafka(KafkaError),
     #[error("shutdown timed out with {0} batches not persisted; they will be read again from Kafka")]
     ShutdownTimeout(usize),
+    /// Another live process took the same `--instance-id` (classic protocol: the newer one
+    /// replaces this member). Exit code 3.
+    #[error(
+        "--instance-id {instance_id} is in use by another process in group {group}: Kafka fenced this one ({reason}); it stops, the other keeps the partitions"
+    )]
+    InstanceFenced { instance_id: String, group: String, reason: String },
+    /// KIP-848: the broker still holds the `--instance-id` for a member, a live process or a
+    /// crashed one whose session has not timed out (the broker's
+    /// `group.consumer.session.timeout.ms`); this one may not join. Exit code 3 once
+    /// `--instance-id-wait` has passed.
+    #[error(
+        "--instance-id {instance_id} is held by another member of group {group} (a live process, or a crashed one whose session the broker has not timed out yet): {reason}"
+    )]
+    InstanceUnreleased { instance_id: String, group: String, reason: String },
 }
 
 pub struct Poller {
@@ -80,6 +94,9 @@ pub struct Poller {
     next_resolve: Instant,
     next_topic_check: Instant,
     last_error: Option<(String, Instant)>,
+    instance_id: Option<String>,
+    /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
+    fatal: Option<ConsumerError>,
 }
 
 impl Poller {
@@ -112,6 +129,8 @@ impl Poller {
             next_resolve: Instant::now(),
             next_topic_check: Instant::now() + Duration::from_secs(5),
             last_error: None,
+            instance_id: p.args.instance_id.clone(),
+            fatal: None,
         })
     }
 
@@ -125,7 +144,7 @@ impl Poller {
         let consumer = self.consumer.clone();
         let mut burst = Messages::default();
         let mut msgs: Vec<Msg<'static>> = Vec::with_capacity(BURST);
-        while !self.shutdown.is_cancelled() {
+        while !self.shutdown.is_cancelled() && self.fatal.is_none() {
             self.recheck_topics();
             self.resolve_unresolved();
             let (flow, reading, timeout) = {
@@ -251,6 +270,9 @@ impl Poller {
     }
 
     fn process_error(&mut self, e: KafkaError) {
+        if let KafkaError::MessageConsumptionFatal(_) = e {
+            return self.process_fatal();
+        }
         match e.rdkafka_error_code() {
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                 self.health.set_kafka(KafkaState::TopicMissing)
@@ -296,9 +318,23 @@ impl Poller {
         }
     }
 
+    /// librdkafka gave up on the consumer: stop. Fenced by a process under the same instance id
+    /// is expected (exit 3); anything else is an error (exit 1).
+    fn process_fatal(&mut self) {
+        let (code, reason) = self.consumer.client().fatal_error().unwrap_or((RDKafkaErrorCode::Fatal, "unknown".into()));
+        let (instance_id, group) = (self.instance_id.clone().unwrap_or_default(), self.group.clone());
+        self.fatal = Some(match code {
+            RDKafkaErrorCode::FencedInstanceId => ConsumerError::InstanceFenced { instance_id, group, reason },
+            RDKafkaErrorCode::UnreleasedInstanceId => ConsumerError::InstanceUnreleased { instance_id, group, reason },
+            _ => ConsumerError::Kafka(KafkaError::MessageConsumptionFatal(code)),
+        });
+        self.shutdown.cancel();
+    }
+
     /// Stop fetching, flush what is buffered, wait for it to commit, commit to Kafka, leave.
-    fn drain_and_close(self, consumer: Arc<BaseConsumer<Context>>) -> Result<(), ConsumerError> {
+    fn drain_and_close(mut self, consumer: Arc<BaseConsumer<Context>>) -> Result<(), ConsumerError> {
         let deadline = Instant::now() + self.shutdown_timeout;
+        let fatal = self.fatal.take();
         {
             let mut core = consumer.context().core();
             tracing::info!(buffered = core.state.buffered(), "stopping: flushing what is buffered");
@@ -332,6 +368,9 @@ impl Poller {
         drop(consumer);
         self.consumer.unsubscribe();
         drop(self.consumer);
+        if let Some(e) = fatal {
+            return Err(e);
+        }
         if left > 0 {
             return Err(ConsumerError::ShutdownTimeout(left));
         }
