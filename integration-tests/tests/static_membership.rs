@@ -102,7 +102,7 @@ async fn fenced(protocol: &str) {
     eprintln!("[fenced_{protocol}] process {} (the {}) exited with {code:?}", gone + 1, ["older", "newer"][gone]);
     assert_eq!(code, Some(3), "{}", stopped.log_text());
     let log = stopped.log_text();
-    let line = log.lines().filter(|l| l.contains("\"ERROR\"")).last().unwrap_or_else(|| panic!("no error line:\n{log}"));
+    let line = log.lines().rfind(|l| l.contains("\"ERROR\"")).unwrap_or_else(|| panic!("no error line:\n{log}"));
     let says = if protocol == "consumer" { "is held by another member" } else { "is in use by another process" };
     assert!(line.contains(&format!("--instance-id {id} {says}")), "{line}");
     assert!(line.contains("\"exit_code\":3"), "{line}");
