@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
@@ -40,6 +41,8 @@ use crate::shutdown::Shutdown;
 const HOLD_MAX: Duration = Duration::from_secs(1);
 /// The longest the loop waits for anything at once.
 const TICK: Duration = Duration::from_millis(100);
+/// How often librdkafka's application positions are compared with what was taken.
+const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything the poll loop needs.
 pub struct Parts {
@@ -93,6 +96,7 @@ pub struct Poller {
     group: String,
     next_resolve: Instant,
     next_topic_check: Instant,
+    next_positions: Instant,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -128,6 +132,7 @@ impl Poller {
             group: p.args.group_id.clone(),
             next_resolve: Instant::now(),
             next_topic_check: Instant::now() + Duration::from_secs(5),
+            next_positions: Instant::now(),
             last_error: None,
             instance_id: p.args.instance_id.clone(),
             fatal: None,
@@ -147,6 +152,7 @@ impl Poller {
         while !self.shutdown.is_cancelled() && self.fatal.is_none() {
             self.recheck_topics();
             self.resolve_unresolved();
+            self.check_positions();
             let (flow, reading, timeout) = {
                 let mut core = consumer.context().core();
                 core.absorb_reports();
@@ -315,6 +321,30 @@ impl Poller {
         // PostgreSQL did not answer, or a seek failed: try again in a second, not at once.
         if !core.state.unresolved().is_empty() {
             self.next_resolve = Instant::now() + Duration::from_secs(1);
+        }
+    }
+
+    /// Once a second: librdkafka's application positions, so that partitions ending in
+    /// transaction markers are moved past them ([`PollerState::positions`]).
+    fn check_positions(&mut self) {
+        let now = Instant::now();
+        if now < self.next_positions {
+            return;
+        }
+        self.next_positions = now + POSITIONS_EVERY;
+        let Ok(list) = self.consumer.position() else { return };
+        let positions: Vec<(String, i32, i64)> = list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(n) => Some((e.topic().to_owned(), e.partition(), n)),
+                _ => None,
+            })
+            .collect();
+        if !positions.is_empty() {
+            let mut core = self.consumer.context().core();
+            core.state.positions(&positions);
+            core.execute(&*self.consumer, CommitMode::Async);
         }
     }
 

@@ -242,6 +242,21 @@ impl PollerState {
         self.lost_fence(topic, partition);
     }
 
+    /// librdkafka's application positions (`rd_kafka_position`: past the last record handed out,
+    /// transaction markers and aborted messages included, which never are). Where a partition's
+    /// position is beyond the messages it took, only such records lie in between: its progress
+    /// moves past them in a unit of no message, so that once what came before is stored, the
+    /// committed offset (PostgreSQL's and Kafka's) reaches the log end and the lag reads 0.
+    pub fn positions(&mut self, positions: &[(String, i32, i64)]) {
+        for (topic, partition, next) in positions {
+            if let Some(epoch) = self.tracker.skip_to(topic, *partition, *next) {
+                let worker = self.batcher.worker_of(topic, *partition);
+                let topic = self.tracker.topic(topic).clone();
+                self.batcher.skip_to(worker, &topic, *partition, epoch, *next);
+            }
+        }
+    }
+
     /// Time passed: batches that waited `linger` are sent, back-pressure is re-evaluated.
     pub fn tick(&mut self, now: Instant, breaker_open: bool) {
         for w in 0..self.batcher.workers() {

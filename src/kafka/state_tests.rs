@@ -430,3 +430,41 @@ fn an_assignment_over_an_open_unit_drops_it_instead_of_mixing_epochs() {
         "the new epoch's messages are sealed, not dropped as stale"
     );
 }
+
+#[test]
+fn transaction_markers_after_the_last_message_are_moved_past() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(10));
+    assign(&mut s, 1, Start::Kafka);
+    assign(&mut s, 2, Start::Unresolved);
+    let _ = commands(&mut s, now);
+    take(&mut s, 0, 10..12);
+    // librdkafka's positions: partition 0 past a marker at 12; partition 1 has taken nothing (a
+    // position then proves nothing); partition 2's start is unknown.
+    let positions = |p: &[(i32, i64)]| p.iter().map(|&(p, n)| ("events".to_owned(), p, n)).collect::<Vec<_>>();
+    s.positions(&positions(&[(0, 13), (1, 7), (2, 9)]));
+    assert_eq!(s.buffered(), 2, "a marker is no message");
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    let units: Vec<(i32, Fence, i64, usize)> =
+        sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset, u.messages)).collect();
+    assert_eq!(units, [(0, Fence::At(10), 13, 2)]);
+    s.completed(persisted(sent.into_iter().next().unwrap()));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Commit(c)] if *c == [(Arc::from("events"), 0, 13)]), "{cmds:?}");
+
+    // Only markers since: a unit of no message carries the progress, from the fence on.
+    s.positions(&positions(&[(0, 13)]));
+    s.flush_all();
+    assert!(commands(&mut s, now).0.is_empty(), "the same position again: nothing to do");
+    s.positions(&positions(&[(0, 15)]));
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    let units: Vec<(i32, Fence, i64, usize)> =
+        sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset, u.messages)).collect();
+    assert_eq!(units, [(0, Fence::At(13), 15, 0)]);
+    // Messages after the markers continue from there; a replay below it is still dropped.
+    take(&mut s, 0, 14..16);
+    assert_eq!(s.buffered(), 1);
+}

@@ -169,6 +169,12 @@ impl Unit {
         self.took(offset, bytes);
     }
 
+    /// The partition's progress moves to `next` with no message: the records before it are
+    /// invisible (transaction markers, aborted messages).
+    pub fn skip_to(&mut self, next: i64) {
+        self.next_offset = self.next_offset.max(next);
+    }
+
     fn took(&mut self, offset: i64, bytes: usize) {
         self.next_offset = offset + 1;
         self.messages += 1;
@@ -286,6 +292,13 @@ impl Batcher {
     pub fn worker_of(&self, topic: &str, partition: i32) -> usize {
         let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         topic_hash.wrapping_add(partition as usize) % self.open.len()
+    }
+
+    /// The open unit of `partition` in `worker`'s batch, created if needed, moved past
+    /// invisible records to `next` ([`Unit::skip_to`]); counted as no message.
+    pub fn skip_to(&mut self, worker: usize, topic: &Arc<str>, partition: i32, epoch: Epoch, next: i64) {
+        self.unit(worker, topic, partition, epoch).skip_to(next);
+        self.open[worker].messages -= 1;
     }
 
     /// The open unit of `partition` in `worker`'s batch, created if needed.

@@ -164,6 +164,22 @@ impl OffsetTracker {
         Accept::Take(s.epoch)
     }
 
+    /// librdkafka's application position of a partition is `next`, beyond what it took: the
+    /// records in between are transaction markers (or aborted messages), which are never handed
+    /// out. Moves the position there and returns the epoch whose unit must carry the partition's
+    /// progress past them; `None` if nothing lies in between or the partition's start is not
+    /// known (a position seen before any message of this epoch is not trusted).
+    pub fn skip_to(&mut self, topic: &str, partition: i32, next: i64) -> Option<Epoch> {
+        let s = self.state(topic, partition).filter(|s| s.resolved)?;
+        match s.position {
+            Some(p) if p < next => {
+                s.position = Some(next);
+                Some(s.epoch)
+            }
+            _ => None,
+        }
+    }
+
     /// Seals a unit of `epoch` that ends before `next_offset`: returns the fence its
     /// transaction must find, and moves the fence past it. `None` if the epoch is stale.
     pub fn seal(&mut self, topic: &str, partition: i32, epoch: Epoch, next_offset: i64) -> Option<Fence> {

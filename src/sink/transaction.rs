@@ -46,7 +46,10 @@ pub async fn attempt(pool: &Pool, group: &str, units: &[Unit], isolate: bool) ->
     let rejected = if isolate {
         copy_isolating(&mut tx, units).await?
     } else {
-        copy_rows(&tx, units.iter().map(|u| u.rows(0, u.row_count()))).await?;
+        // A batch may hold no row: partitions moved past transaction markers only.
+        if units.iter().any(|u| u.row_count() > 0) {
+            copy_rows(&tx, units.iter().map(|u| u.rows(0, u.row_count()))).await?;
+        }
         Vec::new()
     };
     dead_letters(&tx, units, &rejected).await?;
