@@ -11,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::{Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
+use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
 use crate::db;
 use crate::health::Health;
 use crate::kafka::client::client_config;
@@ -41,6 +41,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) | Command::Check(args) => args.validate().and_then(|()| kafka_settings(args)),
         Command::Produce(args) => args.validate(),
         Command::Migrate(_) => Ok(()),
+        Command::ArchiveTopic(args) => args.validate(),
     };
     if let Err(e) = valid {
         return exit(json, 2, &e);
@@ -62,6 +63,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run(args) => run_until_admitted(args).await,
             Command::Check(args) => crate::check::run(args).await.map_err(anyhow::Error::from),
             Command::Migrate(args) => migrate(args).await,
+            Command::ArchiveTopic(args) => archive_topic(args).await,
             Command::Produce(_) => unreachable!("handled above"),
         }
     });
@@ -94,6 +96,24 @@ fn exit(json: bool, code: u8, e: &dyn std::fmt::Display) -> ExitCode {
         eprintln!("aurore: {e}");
     }
     ExitCode::from(code)
+}
+
+/// `aurore archive-topic`: see [`db::archive_topic`].
+pub async fn archive_topic(args: ArchiveArgs) -> anyhow::Result<()> {
+    let archive_as = args
+        .archive_as
+        .clone()
+        .unwrap_or_else(|| format!("{}.archived-{}", args.topic, chrono::Utc::now().format("%Y%m%dT%H%MZ")));
+    let pool = db::pool(&args.db.database_url, 1, args.db.db_connect_timeout)?;
+    let done = db::archive_topic(&pool, &args.topic, &archive_as)
+        .await
+        .with_context(|| format!("archiving topic {} in {}", args.topic, args.db.database_url))?;
+    println!(
+        "archived topic {} as {archive_as}: {} events, {} dead letters, {} stored partition positions. \
+         A running aurore reads its refused partitions again within 10 s, from the log start.",
+        args.topic, done.events, done.dead_letters, done.partitions
+    );
+    Ok(())
 }
 
 pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {

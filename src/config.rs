@@ -32,6 +32,10 @@ pub enum Command {
     Check(RunArgs),
     /// Apply the database migrations and exit.
     Migrate(DbArgs),
+    /// After a topic was deleted and created again: rename its old rows (events, dead letters,
+    /// stored positions) so that the new topic's messages are stored beside them, and its
+    /// refused partitions are read again.
+    ArchiveTopic(ArchiveArgs),
     /// Publish synthetic events (or NDJSON lines) to Kafka: the load generator.
     Produce(ProduceArgs),
 }
@@ -108,6 +112,37 @@ impl ProduceArgs {
         }
         if self.services == 0 || self.event_types == 0 || self.max_in_flight == 0 {
             return Err(ConfigError("--services, --event-types and --max-in-flight must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// The topic that was created again.
+    #[arg(long)]
+    pub topic: String,
+
+    /// The name its old rows take. Default `<topic>.archived-<UTC time>`, e.g.
+    /// `events.archived-20261201T0130Z`.
+    #[arg(long = "as")]
+    pub archive_as: Option<String>,
+}
+
+impl ArchiveArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, name) in [("--topic", Some(&self.topic)), ("--as", self.archive_as.as_ref())] {
+            if let Some(name) = name
+                && !valid_topic(name)
+            {
+                return Err(ConfigError(format!("{flag} {name:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])")));
+            }
+        }
+        if self.archive_as.as_ref() == Some(&self.topic) {
+            return Err(ConfigError("--as must differ from --topic".into()));
         }
         Ok(())
     }

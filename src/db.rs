@@ -56,6 +56,8 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
     #[error("could not build the connection pool: {0}")]
     Build(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl DbError {
@@ -73,7 +75,7 @@ impl DbError {
             DbError::Pool { source: PoolError::Backend(e), .. } => classify(e),
             DbError::Pool { source: PoolError::Timeout(_), .. } => Class::Transient,
             DbError::Pool { .. } => Class::Fatal,
-            DbError::Migration(_) | DbError::Build(_) => Class::Fatal,
+            DbError::Migration(_) | DbError::Build(_) | DbError::Refused(_) => Class::Fatal,
         }
     }
 }
@@ -214,6 +216,43 @@ pub async fn load_offsets(pool: &Pool, topic: &str, partitions: &[i32]) -> Resul
         .await
         .map_err(DbError::pg("reading consumer offsets"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// What [`archive_topic`] renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archived {
+    pub events: u64,
+    pub dead_letters: u64,
+    pub partitions: u64,
+}
+
+/// Renames `topic`'s rows in events, dead_letters and consumer_offsets to `archive_as`, in one
+/// transaction: the old generation of a topic deleted and created again keeps its rows, and the
+/// new one starts with nothing stored. Fails (nothing renamed) if `archive_as` has rows already.
+pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result<Archived, DbError> {
+    let mut client = pool.get().await.map_err(DbError::pool("archiving a topic"))?;
+    let tx = client.transaction().await.map_err(DbError::pg("beginning a transaction"))?;
+    let taken: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM consumer_offsets WHERE topic = $1) OR EXISTS (SELECT 1 FROM events WHERE topic = $1)
+             OR EXISTS (SELECT 1 FROM dead_letters WHERE topic = $1)",
+            &[&archive_as],
+        )
+        .await
+        .map_err(DbError::pg("looking for the archive name"))?
+        .get(0);
+    if taken {
+        return Err(DbError::Refused(format!("{archive_as} has rows already: choose another --as")));
+    }
+    let mut n = [0; 3];
+    for (i, table) in ["events", "dead_letters", "consumer_offsets"].iter().enumerate() {
+        n[i] = tx
+            .execute(&format!("UPDATE {table} SET topic = $2 WHERE topic = $1"), &[&topic, &archive_as])
+            .await
+            .map_err(DbError::pg("renaming a topic's rows"))?;
+    }
+    tx.commit().await.map_err(DbError::pg("committing the archive"))?;
+    Ok(Archived { events: n[0], dead_letters: n[1], partitions: n[2] })
 }
 
 /// Per-service totals from event_counts: (service, all time, last 24 hours).

@@ -18,6 +18,8 @@ pub enum KafkaState {
     Ok = 1,
     BrokersDown = 2,
     TopicMissing = 3,
+    /// A partition is refused: its stored position lies beyond its log end.
+    Refused = 4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,6 +103,15 @@ impl Health {
         self.kafka.store(s as u8, Ordering::Relaxed);
     }
 
+    /// What /health says of Kafka: a refused partition outranks the connection's state.
+    pub fn kafka_reported(&self) -> KafkaState {
+        if self.metrics.kafka_partitions_refused.get() > 0 {
+            return KafkaState::Refused;
+        }
+        self.kafka()
+    }
+
+    /// The connection's state, as the poll thread last set it.
     pub fn kafka(&self) -> KafkaState {
         match self.kafka.load(Ordering::Relaxed) {
             1 => KafkaState::Ok,
@@ -127,12 +138,12 @@ impl Health {
         m.buffer_size_bytes.set(self.buffer.bytes() as i64);
         m.buffer_utilization_percent.set(self.buffer.utilization_percent());
         m.circuit_breaker_state.set(breaker as i64);
-        let status = status(self.db_up(), breaker, self.kafka(), self.buffer.is_full());
+        let status = status(self.db_up(), breaker, self.kafka_reported(), self.buffer.is_full());
         m.app_health_status.set(status.value());
         Report {
             status,
             kafka: KafkaReport {
-                state: self.kafka(),
+                state: self.kafka_reported(),
                 joined: self.joined.load(Ordering::Relaxed),
                 assigned_partitions: m.kafka_assigned_partitions.get(),
                 fetch_paused: m.kafka_fetch_paused.get() == 1,
@@ -153,10 +164,11 @@ impl Health {
 }
 
 /// Down: events cannot reach PostgreSQL (circuit open) or cannot be read (no broker, topic
-/// missing). Degraded: it works, but not fully (database errors being retried, breaker
-/// probing, buffer full so fetching is paused).
+/// missing, a partition refused). Degraded: it works, but not fully (database errors being
+/// retried, breaker probing, buffer full so fetching is paused).
 pub fn status(db_up: bool, breaker: BreakerState, kafka: KafkaState, buffer_full: bool) -> Status {
-    if breaker == BreakerState::Open || matches!(kafka, KafkaState::BrokersDown | KafkaState::TopicMissing) {
+    if breaker == BreakerState::Open || matches!(kafka, KafkaState::BrokersDown | KafkaState::TopicMissing | KafkaState::Refused)
+    {
         Status::Down
     } else if !db_up || breaker == BreakerState::HalfOpen || buffer_full {
         Status::Degraded
@@ -180,5 +192,6 @@ mod tests {
         assert_eq!(status(false, Open, KafkaState::Ok, false), Status::Down);
         assert_eq!(status(true, Closed, KafkaState::TopicMissing, false), Status::Down);
         assert_eq!(status(true, Closed, KafkaState::BrokersDown, false), Status::Down);
+        assert_eq!(status(true, Closed, KafkaState::Refused, false), Status::Down);
     }
 }

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub kafka_consumer_lag_messages: IntGauge,
     pub kafka_assigned_partitions: IntGauge,
     pub kafka_rebalances_total: IntCounter,
+    pub kafka_partitions_refused: IntGauge,
+    pub kafka_offsets_lost_total: IntCounterVec,
 
     pub event_end_to_end_latency_seconds: Histogram,
     pub event_ingest_latency_seconds: Histogram,
@@ -186,6 +188,17 @@ impl Metrics {
                 "kafka_rebalances_total",
                 "Rebalance callbacks (assignments and revocations) received from the group.",
             ),
+            kafka_partitions_refused: gauge(
+                "kafka_partitions_refused",
+                "Partitions not read because the position stored in PostgreSQL lies beyond their log end (the topic was created again); see aurore archive-topic.",
+            ),
+            kafka_offsets_lost_total: reg!(IntCounterVec::new(
+                Opts::new(
+                    "kafka_offsets_lost_total",
+                    "Offsets Kafka deleted (retention) before aurore stored them, by partition, in offsets."
+                ),
+                &["topic", "partition"]
+            )),
 
             event_end_to_end_latency_seconds: histogram(
                 "event_end_to_end_latency_seconds",

@@ -97,6 +97,7 @@ pub struct Poller {
     next_resolve: Instant,
     next_topic_check: Instant,
     next_positions: Instant,
+    next_refused: Instant,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -133,6 +134,7 @@ impl Poller {
             next_resolve: Instant::now(),
             next_topic_check: Instant::now() + Duration::from_secs(5),
             next_positions: Instant::now(),
+            next_refused: Instant::now(),
             last_error: None,
             instance_id: p.args.instance_id.clone(),
             fatal: None,
@@ -153,6 +155,7 @@ impl Poller {
             self.recheck_topics();
             self.resolve_unresolved();
             self.check_positions();
+            self.recheck_refused();
             let (flow, reading, timeout) = {
                 let mut core = consumer.context().core();
                 core.absorb_reports();
@@ -344,6 +347,28 @@ impl Poller {
         if !positions.is_empty() {
             let mut core = self.consumer.context().core();
             core.state.positions(&positions);
+            core.execute(&*self.consumer, CommitMode::Async);
+        }
+    }
+
+    /// Every 10 s while a partition is refused: what PostgreSQL holds for it now, and its log
+    /// bounds ([`PollerState::recheck`]): an operator may have archived the old topic's rows.
+    fn recheck_refused(&mut self) {
+        let now = Instant::now();
+        if now < self.next_refused {
+            return;
+        }
+        self.next_refused = now + crate::kafka::state::CHECK_BOUNDS_EVERY;
+        let refused = self.consumer.context().core().state.refused();
+        if refused.is_empty() {
+            return;
+        }
+        let partitions: Vec<(String, i32)> = refused.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+        let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
+        for ((topic, partition), start) in partitions.iter().zip(starts) {
+            let Ok((low, high)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)) else { continue };
+            let mut core = self.consumer.context().core();
+            core.state.recheck(topic, *partition, start, low, high);
             core.execute(&*self.consumer, CommitMode::Async);
         }
     }

@@ -53,7 +53,31 @@ pub enum Command {
     },
     Pause(Vec<(Arc<str>, i32)>),
     Resume(Vec<(Arc<str>, i32)>),
+    /// Look up these partitions' log start and end ([`PollerState::bounds`]): something was
+    /// out of the ordinary.
+    CheckBounds(Vec<Suspect>),
 }
+
+/// Something a partition did that the log's bounds explain, or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub kind: Oddity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oddity {
+    /// A message at `got` came when `expected` was next: if `expected` is below the log start,
+    /// Kafka deleted what lay between before it was stored (retention).
+    Gap { expected: i64, got: i64 },
+    /// A message below the stored position came: if that position lies beyond the log end,
+    /// the topic was deleted and created again.
+    Replay { position: i64, got: i64 },
+}
+
+/// How often one partition's bounds are looked up, at most.
+pub const CHECK_BOUNDS_EVERY: Duration = Duration::from_secs(10);
 
 /// The settings the state runs with.
 #[derive(Debug, Clone)]
@@ -96,6 +120,9 @@ pub struct PollerState {
     /// Per-burst scratch, kept to reuse its memory.
     spare: Vec<Decoded<'static>>,
     ids: Vec<Uuid>,
+    /// Oddities waiting for a look at the log's bounds, and when each partition was last looked at.
+    suspects: Vec<Suspect>,
+    checked: Vec<(Arc<str>, i32, Instant)>,
 }
 
 impl PollerState {
@@ -115,6 +142,8 @@ impl PollerState {
             commands: Vec::new(),
             spare: Vec::new(),
             ids: Vec::new(),
+            suspects: Vec::new(),
+            checked: Vec::new(),
         }
     }
 
@@ -124,7 +153,121 @@ impl PollerState {
         if !due.is_empty() {
             self.commands.push(Command::Commit(due));
         }
+        if !self.suspects.is_empty() {
+            let checked = &mut self.checked;
+            let mut check = Vec::new();
+            self.suspects.retain(|s| {
+                let last = checked.iter_mut().find(|(t, p, _)| *p == s.partition && Arc::ptr_eq(t, &s.topic));
+                match last {
+                    Some((_, _, at)) if now < *at + CHECK_BOUNDS_EVERY => true,
+                    Some((_, _, at)) => {
+                        *at = now;
+                        check.push(s.clone());
+                        false
+                    }
+                    None => {
+                        checked.push((s.topic.clone(), s.partition, now));
+                        check.push(s.clone());
+                        false
+                    }
+                }
+            });
+            if !check.is_empty() {
+                self.commands.push(Command::CheckBounds(check));
+            }
+        }
         std::mem::take(&mut self.commands)
+    }
+
+    /// Notes an oddity, once per partition and kind until it is looked at.
+    fn suspect(&mut self, topic: &str, partition: i32, kind: Oddity) {
+        let same = |s: &Suspect| {
+            s.partition == partition && &*s.topic == topic && std::mem::discriminant(&s.kind) == std::mem::discriminant(&kind)
+        };
+        if !self.suspects.iter().any(same) {
+            let topic = self.tracker.topic(topic).clone();
+            self.suspects.push(Suspect { topic, partition, kind });
+        }
+    }
+
+    /// The log of a suspect partition starts at `low` and ends at `high` (its high watermark).
+    /// A gap that starts below `low`: the offsets up to `low` (or the message that came, if
+    /// earlier) were deleted before they were stored: counted and logged, and reading goes on. A
+    /// replay under a position beyond `high`: the topic was created again; the partition is
+    /// refused (paused, not committed, `/health` down) until an operator resolves it
+    /// (`aurore archive-topic`).
+    pub fn bounds(&mut self, suspect: &Suspect, low: i64, high: i64) {
+        let (topic, partition) = (&suspect.topic, suspect.partition);
+        match suspect.kind {
+            Oddity::Gap { expected, got } if expected < low => {
+                let lost = got.min(low) - expected;
+                let p = partition.to_string();
+                self.metrics.kafka_offsets_lost_total.with_label_values(&[topic.as_ref(), p.as_str()]).inc_by(lost as u64);
+                tracing::warn!(
+                    %topic,
+                    partition,
+                    from = expected,
+                    to = got.min(low) - 1,
+                    lost,
+                    log_start = low,
+                    "offsets deleted by Kafka (retention) before aurore stored them: lost; reading goes on from the log start"
+                );
+            }
+            Oddity::Replay { position, .. } if position > high => {
+                if self.tracker.refuse(topic, partition) {
+                    self.commits.forget(topic, partition);
+                    self.commands.push(Command::Pause(vec![(topic.clone(), partition)]));
+                    self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
+                    tracing::error!(
+                        %topic,
+                        partition,
+                        stored = position,
+                        log_end = high,
+                        "the position stored in PostgreSQL lies beyond the partition's log end: the topic was deleted and created again. \
+                         The partition is refused (nothing lost: its messages wait in Kafka). To store the new topic's messages, \
+                         archive the old ones: aurore archive-topic --topic {topic}"
+                    );
+                }
+            }
+            Oddity::Replay { position, got } => tracing::warn!(
+                %topic,
+                partition,
+                stored = position,
+                from = got,
+                "messages below the stored position came, and were skipped as already stored"
+            ),
+            Oddity::Gap { .. } => {}
+        }
+    }
+
+    /// Refused partitions: the poll thread looks again at what PostgreSQL holds for them.
+    pub fn refused(&self) -> Vec<(Arc<str>, i32)> {
+        self.tracker.refused()
+    }
+
+    /// A refused partition, looked at again: once PostgreSQL holds no position for it (the old
+    /// topic's rows were archived) or one within the log, it is read again from there (from the
+    /// log start `low` when nothing is stored).
+    pub fn recheck(&mut self, topic: &str, partition: i32, start: Start, low: i64, high: i64) {
+        let from = match start {
+            Start::Stored(n) if n <= high => n,
+            Start::Kafka => low,
+            _ => return,
+        };
+        if !self.tracker.refused().iter().any(|(t, p)| *p == partition && &**t == topic) {
+            return;
+        }
+        self.tracker.assign(topic, partition, start);
+        let topic = self.tracker.topic(topic).clone();
+        if let Start::Stored(n) = start {
+            self.commits.stored(&topic, partition, n);
+        }
+        self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
+        tracing::info!(%topic, partition, from, "refused partition read again");
+        self.commands.push(Command::Seek { topic: topic.clone(), partition, offset: from });
+        if !self.paused {
+            self.commands.push(Command::Resume(vec![(topic, partition)]));
+        }
     }
 
     /// Partitions were assigned (the client assigns them before this is called).
@@ -178,7 +321,9 @@ impl PollerState {
             }
             self.tracker.revoke(topic, *partition);
             self.commits.forget(topic, *partition);
+            self.suspects.retain(|s| !(s.partition == *partition && s.topic == *topic));
         }
+        self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
     }
 
     /// Kafka confirmed a commit.
@@ -222,7 +367,7 @@ impl PollerState {
 
     /// PostgreSQL told where an unresolved partition starts: seek there and read it.
     pub fn resolved(&mut self, topic: &str, partition: i32, start: Start) {
-        let still = self.tracker.assigned().any(|(t, p, resolved)| p == partition && &**t == topic && !resolved);
+        let still = self.tracker.unresolved().iter().any(|(t, p)| *p == partition && &**t == topic);
         if start == Start::Unresolved || !still {
             return;
         }
@@ -316,8 +461,13 @@ impl PollerState {
         for (i, m) in burst.iter().enumerate() {
             let epoch = match self.tracker.accept(m.topic, m.partition, m.offset) {
                 Accept::Take(epoch) => epoch,
-                Accept::Replay => {
+                Accept::Gap { epoch, expected } => {
+                    self.suspect(m.topic, m.partition, Oddity::Gap { expected, got: m.offset });
+                    epoch
+                }
+                Accept::Replay { position } => {
                     replays += 1;
+                    self.suspect(m.topic, m.partition, Oddity::Replay { position, got: m.offset });
                     continue;
                 }
                 Accept::NotAssigned => continue,

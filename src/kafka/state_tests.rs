@@ -90,9 +90,11 @@ fn an_unresolved_start_pauses_the_partition_until_postgresql_answers() {
     assert!(s.reading() && s.unresolved().is_empty());
     take(&mut s, 2, 6..8);
     assert_eq!(s.buffered(), 1, "6 is a replay");
-    // An answer for a partition that is no longer unresolved changes nothing.
+    // An answer for a partition that is no longer unresolved changes nothing (the replay of 6
+    // asks for a look at the log's bounds, nothing else).
     s.resolved("events", 2, Start::Stored(100));
-    assert!(commands(&mut s, now).1.is_empty());
+    let (_, cmds) = commands(&mut s, now);
+    assert!(cmds.iter().all(|c| matches!(c, Command::CheckBounds(_))), "{cmds:?}");
 }
 
 #[test]
@@ -466,5 +468,87 @@ fn transaction_markers_after_the_last_message_are_moved_past() {
     assert_eq!(units, [(0, Fence::At(13), 15, 0)]);
     // Messages after the markers continue from there; a replay below it is still dropped.
     take(&mut s, 0, 14..16);
+    assert_eq!(s.buffered(), 1);
+}
+
+fn suspects(cmds: &[Command]) -> Vec<Suspect> {
+    cmds.iter().filter_map(|c| if let Command::CheckBounds(s) = c { Some(s.clone()) } else { None }).flatten().collect()
+}
+
+#[test]
+fn a_gap_below_the_log_start_is_counted_as_lost_and_reading_goes_on() {
+    let metrics = Arc::new(Metrics::new());
+    let settings =
+        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(1000));
+    // librdkafka found 1000 out of range and reset to the log start, 3000.
+    take(&mut s, 0, 3000..3002);
+    assert_eq!(s.buffered(), 2, "taken, not held back");
+    let (_, cmds) = commands(&mut s, now);
+    let found = suspects(&cmds);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].kind, Oddity::Gap { expected: 1000, got: 3000 });
+    s.bounds(&found[0], 3000, 3002);
+    assert_eq!(metrics.kafka_offsets_lost_total.with_label_values(&["events", "0"]).get(), 2000);
+    // A marker's gap within the log is no loss; and a partition is looked at once per 10 s.
+    take(&mut s, 0, 3003..3004);
+    assert!(suspects(&commands(&mut s, now).1).is_empty(), "looked at less than 10 s ago");
+    let later = commands(&mut s, now + CHECK_BOUNDS_EVERY);
+    let found = suspects(&later.1);
+    assert_eq!(found[0].kind, Oddity::Gap { expected: 3002, got: 3003 });
+    s.bounds(&found[0], 3000, 3004);
+    assert_eq!(metrics.kafka_offsets_lost_total.with_label_values(&["events", "0"]).get(), 2000);
+}
+
+#[test]
+fn a_stored_position_beyond_the_log_end_refuses_the_partition_until_archived() {
+    let metrics = Arc::new(Metrics::new());
+    let settings =
+        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(1000));
+    // The topic was created again: librdkafka reset to its start, 0; nothing is taken.
+    take(&mut s, 0, 0..5);
+    assert_eq!(s.buffered(), 0);
+    let (_, cmds) = commands(&mut s, now);
+    let found = suspects(&cmds);
+    assert_eq!(found[0].kind, Oddity::Replay { position: 1000, got: 0 });
+    s.bounds(&found[0], 0, 5);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[0])), "{cmds:?}");
+    assert_eq!(metrics.kafka_partitions_refused.get(), 1);
+    assert_eq!(s.refused(), parts(&[0]));
+    take(&mut s, 0, 1000..1001);
+    assert_eq!(s.buffered(), 0, "a refused partition takes nothing");
+    // Its stored position is never committed to Kafka meanwhile.
+    let (_, later) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
+    assert!(later.iter().all(|c| !matches!(c, Command::Commit(_))), "{later:?}");
+    // Still stored beyond the end: still refused. Archived (no row): read from the log start.
+    s.recheck("events", 0, Start::Stored(1000), 0, 7);
+    assert_eq!(s.refused(), parts(&[0]));
+    s.recheck("events", 0, Start::Kafka, 0, 7);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(
+        matches!(&cmds[..], [Command::Seek { partition: 0, offset: 0, .. }, Command::Resume(p)] if *p == parts(&[0])),
+        "{cmds:?}"
+    );
+    assert_eq!(metrics.kafka_partitions_refused.get(), 0);
+    take(&mut s, 0, 0..3);
+    assert_eq!(s.buffered(), 3);
+}
+
+#[test]
+fn a_replay_under_a_position_within_the_log_refuses_nothing() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(10));
+    take(&mut s, 0, 9..10);
+    let found = suspects(&commands(&mut s, now).1);
+    s.bounds(&found[0], 0, 50);
+    assert!(s.refused().is_empty());
+    take(&mut s, 0, 10..11);
     assert_eq!(s.buffered(), 1);
 }

@@ -51,9 +51,19 @@ pub enum Fence {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accept {
     Take(Epoch),
-    /// Below the position: already taken (or persisted before a restart).
-    Replay,
-    /// Not assigned to us, or its start offset is not known yet.
+    /// Taken, beyond the next offset `expected`: the offsets in between are transaction markers,
+    /// compacted away, or deleted by retention before they were read (worth a look at the log
+    /// start).
+    Gap {
+        epoch: Epoch,
+        expected: i64,
+    },
+    /// Below the position: already taken (or persisted before a restart), or the topic was
+    /// created again under the stored position (worth a look at the log end).
+    Replay {
+        position: i64,
+    },
+    /// Not assigned to us, its start offset is not known yet, or it is refused.
     NotAssigned,
 }
 
@@ -64,6 +74,9 @@ struct PartitionState {
     position: Option<i64>,
     /// False while the start offset could not be read from PostgreSQL: messages are refused.
     resolved: bool,
+    /// The stored position lies beyond the partition's log end: nothing is taken until an
+    /// operator resolves it ([`OffsetTracker::refuse`]).
+    refused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +119,7 @@ impl OffsetTracker {
             Start::Stored(n) => (Fence::At(n), Some(n)),
             Start::Kafka | Start::Unresolved => (Fence::Absent, None),
         };
-        let state = PartitionState { epoch, fence, position, resolved: start != Start::Unresolved };
+        let state = PartitionState { epoch, fence, position, resolved: start != Start::Unresolved, refused: false };
         let (_, parts) = self.topic_slot(topic);
         let i = usize::try_from(partition).expect("Kafka partitions are non-negative");
         if parts.len() <= i {
@@ -116,21 +129,40 @@ impl OffsetTracker {
         epoch
     }
 
-    /// Every assigned partition, and whether its start is known.
+    /// Every assigned partition, and whether it is read: its start is known and it is not
+    /// refused.
     pub fn assigned(&self) -> impl Iterator<Item = (&Arc<str>, i32, bool)> {
         self.topics.iter().flat_map(|(topic, parts)| {
-            parts.iter().enumerate().filter_map(move |(p, s)| Some((topic, p as i32, s.as_ref()?.resolved)))
+            parts.iter().enumerate().filter_map(move |(p, s)| {
+                let s = s.as_ref()?;
+                Some((topic, p as i32, s.resolved && !s.refused))
+            })
         })
     }
 
     /// Assigned partitions whose start is not known yet.
     pub fn unresolved(&self) -> Vec<(Arc<str>, i32)> {
-        self.assigned().filter(|(_, _, resolved)| !resolved).map(|(t, p, _)| (t.clone(), p)).collect()
+        self.topics
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|s| !s.resolved))
+                    .map(|(p, _)| (topic.clone(), p as i32))
+            })
+            .collect()
     }
 
-    /// Whether any partition is assigned with a known start: messages may come.
+    /// Whether any partition is read: messages may come.
     pub fn any_resolved(&self) -> bool {
-        self.topics.iter().any(|(_, parts)| parts.iter().any(|s| s.as_ref().is_some_and(|s| s.resolved)))
+        self.assigned().any(|(_, _, read)| read)
+    }
+
+    /// The next offset wanted from a partition, if known.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let (_, parts) = self.topics.iter().find(|(t, _)| &**t == topic)?;
+        parts.get(usize::try_from(partition).ok()?)?.as_ref()?.position
     }
 
     pub fn revoke(&mut self, topic: &str, partition: i32) {
@@ -153,15 +185,43 @@ impl OffsetTracker {
     /// Takes a message at `offset`, or says why not.
     pub fn accept(&mut self, topic: &str, partition: i32, offset: i64) -> Accept {
         let Some(s) = self.state(topic, partition) else { return Accept::NotAssigned };
-        if !s.resolved {
+        if !s.resolved || s.refused {
             return Accept::NotAssigned;
         }
-        if s.position.is_some_and(|p| offset < p) {
-            return Accept::Replay;
-        }
-        // Kafka offsets are not contiguous (transaction markers, compaction): only monotonic.
+        let verdict = match s.position {
+            Some(p) if offset < p => return Accept::Replay { position: p },
+            // Kafka offsets are not contiguous (transaction markers, compaction): only monotonic.
+            Some(p) if offset > p => Accept::Gap { epoch: s.epoch, expected: p },
+            _ => Accept::Take(s.epoch),
+        };
         s.position = Some(offset + 1);
-        Accept::Take(s.epoch)
+        verdict
+    }
+
+    /// Takes nothing more from the partition until it is assigned again; what was taken still
+    /// seals. `false` if it is not assigned or already refused.
+    pub fn refuse(&mut self, topic: &str, partition: i32) -> bool {
+        match self.state(topic, partition) {
+            Some(s) if !s.refused => {
+                s.refused = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Refused partitions.
+    pub fn refused(&self) -> Vec<(Arc<str>, i32)> {
+        self.topics
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.refused))
+                    .map(|(p, _)| (topic.clone(), p as i32))
+            })
+            .collect()
     }
 
     /// librdkafka's application position of a partition is `next`, beyond what it took: the

@@ -7,8 +7,8 @@ fn fences_chain_from_the_stored_offset() {
     assert_eq!(t.accept("events", 2, 100), Accept::Take(e));
     assert_eq!(t.accept("events", 2, 101), Accept::Take(e));
     assert_eq!(t.seal("events", 2, e, 102), Some(Fence::At(100)));
-    // A gap (transaction marker at 102) is fine: offsets only need to grow.
-    assert_eq!(t.accept("events", 2, 103), Accept::Take(e));
+    // A gap (transaction marker at 102) is fine: offsets only need to grow; it is flagged.
+    assert_eq!(t.accept("events", 2, 103), Accept::Gap { epoch: e, expected: 102 });
     assert_eq!(t.seal("events", 2, e, 104), Some(Fence::At(102)));
 }
 
@@ -25,9 +25,26 @@ fn a_partition_never_persisted_starts_absent() {
 fn messages_below_the_position_are_replays() {
     let mut t = OffsetTracker::new();
     let e = t.assign("events", 1, Start::Stored(50));
-    assert_eq!(t.accept("events", 1, 49), Accept::Replay);
+    assert_eq!(t.accept("events", 1, 49), Accept::Replay { position: 50 });
     assert_eq!(t.accept("events", 1, 50), Accept::Take(e));
-    assert_eq!(t.accept("events", 1, 50), Accept::Replay);
+    assert_eq!(t.accept("events", 1, 50), Accept::Replay { position: 51 });
+}
+
+#[test]
+fn a_refused_partition_takes_nothing_but_still_seals() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign("events", 0, Start::Stored(100));
+    assert_eq!(t.accept("events", 0, 100), Accept::Take(e));
+    assert!(t.refuse("events", 0));
+    assert!(!t.refuse("events", 0), "once");
+    assert_eq!(t.accept("events", 0, 101), Accept::NotAssigned);
+    assert_eq!(t.seal("events", 0, e, 101), Some(Fence::At(100)), "what was taken is still persisted");
+    assert_eq!(t.refused(), vec![(Arc::from("events"), 0)]);
+    assert!(t.unresolved().is_empty() && !t.any_resolved());
+    // Assigned again (an operator archived the old rows): read from the new start.
+    let again = t.assign("events", 0, Start::Kafka);
+    assert!(t.refused().is_empty());
+    assert_eq!(t.accept("events", 0, 0), Accept::Take(again));
 }
 
 #[test]
