@@ -201,6 +201,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(shared);
 
+    // SIGHUP: the operator asks for a new Kafka consumer (the path a stuck one takes).
+    let recreate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let (recreate, stop) = (recreate.clone(), shutdown.clone());
+        async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP received: recreating the Kafka consumer");
+                        recreate.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    });
     let poller = Poller::new(Parts {
         args: args.clone(),
         pool: pool.clone(),
@@ -213,6 +230,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reports,
         shutdown: shutdown.clone(),
         abort: abort.clone(),
+        recreate: recreate.clone(),
     })
     .map_err(|e| ConfigError(e.to_string()))?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();

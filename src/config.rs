@@ -246,6 +246,12 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
     pub max_event_bytes: usize,
 
+    /// A consumer out of its group this long while a broker answers is recreated (and `/health`
+    /// says `not_in_group` meanwhile). At least 10s (librdkafka's statistics, which tell, come
+    /// every 5 s). Default 60s: longer than a rebalance with the default session timeout.
+    #[arg(long, env = "AURORE_GROUP_LIVENESS_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub group_liveness_timeout: Duration,
+
     /// On SIGINT/SIGTERM: time to flush what is buffered and commit before giving up.
     /// Default 30s.
     #[arg(long, env = "AURORE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
@@ -364,6 +370,9 @@ impl RunArgs {
                 "--max-event-bytes {} exceeds --buffer-capacity-bytes {}",
                 self.max_event_bytes, self.buffer_capacity_bytes
             ));
+        }
+        if self.group_liveness_timeout < Duration::from_secs(10) {
+            return bad(format!("--group-liveness-timeout must be at least 10s, got {:?}", self.group_liveness_timeout));
         }
         if self.linger.is_zero() || self.shutdown_timeout.is_zero() {
             return bad("--linger and --shutdown-timeout must be positive".into());

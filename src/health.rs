@@ -20,6 +20,9 @@ pub enum KafkaState {
     TopicMissing = 3,
     /// A partition is refused: its stored position lies beyond its log end.
     Refused = 4,
+    /// Out of the group while a broker answers, longer than `--group-liveness-timeout`: the
+    /// consumer is being recreated.
+    NotInGroup = 5,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,6 +120,8 @@ impl Health {
             1 => KafkaState::Ok,
             2 => KafkaState::BrokersDown,
             3 => KafkaState::TopicMissing,
+            4 => KafkaState::Refused,
+            5 => KafkaState::NotInGroup,
             _ => KafkaState::Unknown,
         }
     }
@@ -167,8 +172,9 @@ impl Health {
 /// missing, a partition refused). Degraded: it works, but not fully (database errors being
 /// retried, breaker probing, buffer full so fetching is paused).
 pub fn status(db_up: bool, breaker: BreakerState, kafka: KafkaState, buffer_full: bool) -> Status {
-    if breaker == BreakerState::Open || matches!(kafka, KafkaState::BrokersDown | KafkaState::TopicMissing | KafkaState::Refused)
-    {
+    let kafka_down =
+        matches!(kafka, KafkaState::BrokersDown | KafkaState::TopicMissing | KafkaState::Refused | KafkaState::NotInGroup);
+    if breaker == BreakerState::Open || kafka_down {
         Status::Down
     } else if !db_up || breaker == BreakerState::HalfOpen || buffer_full {
         Status::Degraded
@@ -193,5 +199,6 @@ mod tests {
         assert_eq!(status(true, Closed, KafkaState::TopicMissing, false), Status::Down);
         assert_eq!(status(true, Closed, KafkaState::BrokersDown, false), Status::Down);
         assert_eq!(status(true, Closed, KafkaState::Refused, false), Status::Down);
+        assert_eq!(status(true, Closed, KafkaState::NotInGroup, false), Status::Down);
     }
 }

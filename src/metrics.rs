@@ -51,6 +51,7 @@ pub struct Metrics {
     pub kafka_assigned_partitions: IntGauge,
     pub kafka_rebalances_total: IntCounter,
     pub kafka_partitions_refused: IntGauge,
+    pub kafka_consumer_recreated_total: IntCounter,
     pub kafka_offsets_lost_total: IntCounterVec,
 
     pub event_end_to_end_latency_seconds: Histogram,
@@ -191,6 +192,10 @@ impl Metrics {
             kafka_partitions_refused: gauge(
                 "kafka_partitions_refused",
                 "Partitions not read because the position stored in PostgreSQL lies beyond their log end (the topic was created again); see aurore archive-topic.",
+            ),
+            kafka_consumer_recreated_total: counter(
+                "kafka_consumer_recreated_total",
+                "Kafka consumers recreated because they stayed out of their group while a broker answered (--group-liveness-timeout).",
             ),
             kafka_offsets_lost_total: reg!(IntCounterVec::new(
                 Opts::new(

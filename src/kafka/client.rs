@@ -9,7 +9,7 @@
 //!   what is buffered of them, then unassign. The offset fence keeps a batch that outlives the
 //!   drain harmless.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use rdkafka::types::RDKafkaRespErr;
 use crate::config::{GroupProtocol, RunArgs};
 use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
+use crate::kafka::liveness::{Liveness, Observed};
 use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
 use crate::logging::Structured;
@@ -78,10 +79,20 @@ pub struct Context {
     health: Arc<Health>,
     /// Sends newly assigned partitions' messages to the poll loop's burst queue.
     pub messages: Forwarder,
+    liveness: Mutex<Liveness>,
+    /// Out of the group too long ([`Liveness`]): the poll loop recreates the consumer.
+    stuck: AtomicBool,
 }
 
 impl Context {
-    pub fn new(core: Core, starts: StoredStarts, drain_timeout: Duration, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+    pub fn new(
+        core: Core,
+        starts: StoredStarts,
+        drain_timeout: Duration,
+        liveness: Duration,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
         Context {
             core: Mutex::new(core),
             confirmed: Mutex::new(Vec::new()),
@@ -90,7 +101,19 @@ impl Context {
             metrics,
             health,
             messages: Forwarder::none(),
+            liveness: Mutex::new(Liveness::new(liveness)),
+            stuck: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the consumer stayed out of its group too long and must be recreated.
+    pub fn stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// Moves the core out, leaving `stand_in` for the callbacks this client still makes.
+    pub fn take_core(&self, stand_in: Core) -> Core {
+        std::mem::replace(&mut *self.core(), stand_in)
     }
 
     /// The core, with Kafka's confirmations taken in. Only ever taken on the poll thread and
@@ -192,6 +215,20 @@ impl ClientContext for Context {
             }
         }
         self.metrics.kafka_consumer_lag_messages.set(sum);
+        let seen = Observed {
+            broker_up: stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP"),
+            in_group: stats.cgrp.as_ref().is_some_and(|g| g.join_state == "steady"),
+        };
+        let stuck = self.liveness.lock().expect("liveness lock").observe(Instant::now(), seen);
+        if stuck && !self.stuck.swap(true, Ordering::Relaxed) {
+            self.health.set_kafka(KafkaState::NotInGroup);
+            let cgrp = stats.cgrp.as_ref();
+            tracing::warn!(
+                state = cgrp.map_or("none", |g| g.state.as_str()),
+                join_state = cgrp.map_or("none", |g| g.join_state.as_str()),
+                "the consumer is out of its group while a broker answers"
+            );
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

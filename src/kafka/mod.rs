@@ -6,6 +6,7 @@
 pub mod client;
 pub mod commits;
 pub mod core;
+pub mod liveness;
 pub mod poller;
 pub mod queue;
 pub mod starts;

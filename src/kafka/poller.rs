@@ -8,6 +8,7 @@
 //! `max.poll.interval.ms` are served and the group never evicts it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::{Buffer, Flow};
-use crate::pipeline::handoff::Reports;
+use crate::pipeline::handoff::{self, Reports};
 use crate::pipeline::offsets::Start;
 use crate::shutdown::Shutdown;
 
@@ -57,6 +58,8 @@ pub struct Parts {
     pub reports: Reports,
     pub shutdown: Shutdown,
     pub abort: Shutdown,
+    /// Set on SIGHUP: recreate the consumer, as a stuck one is.
+    pub recreate: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,49 @@ pub struct Poller {
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
     fatal: Option<ConsumerError>,
+    client: ClientParts,
+    recreate: Arc<AtomicBool>,
+}
+
+/// What making a Kafka client takes, kept to make a new one ([`Poller::recreate`]).
+struct ClientParts {
+    args: RunArgs,
+    pool: Pool,
+    runtime: Handle,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    buffer: Arc<Buffer>,
+    settings: Settings,
+}
+
+impl ClientParts {
+    /// A consumer around `core`, and its burst queue.
+    fn make(&self, core: Core) -> Result<(BaseConsumer<Context>, MessageQueue), ConsumerError> {
+        let starts = StoredStarts {
+            pool: self.pool.clone(),
+            database: Arc::from(self.args.db.database_url.to_string()),
+            runtime: self.runtime.clone(),
+        };
+        let context = Context::new(
+            core,
+            starts,
+            self.args.rebalance_drain_timeout,
+            self.args.group_liveness_timeout,
+            self.metrics.clone(),
+            self.health.clone(),
+        );
+        let consumer: BaseConsumer<Context> =
+            client_config(&self.args).create_with_context(context).map_err(ConsumerError::Config)?;
+        let messages = MessageQueue::new(&consumer);
+        consumer.context().messages.set(&messages);
+        Ok((consumer, messages))
+    }
+
+    /// An empty core, for an old client's last callbacks while it closes.
+    fn stand_in(&self) -> Core {
+        let state = PollerState::new(self.settings.clone(), self.buffer.clone(), self.metrics.clone());
+        Core { state, reports: handoff::channel().1, workers: Vec::new() }
+    }
 }
 
 impl Poller {
@@ -113,15 +159,24 @@ impl Poller {
             max_event_bytes: p.args.max_event_bytes,
             hold_max: HOLD_MAX,
         };
-        let core =
-            Core { state: PollerState::new(settings, p.buffer, p.metrics.clone()), reports: p.reports, workers: p.workers };
-        let starts = StoredStarts { pool: p.pool, database: Arc::from(p.args.db.database_url.to_string()), runtime: p.runtime };
-        let context = Context::new(core, starts, p.args.rebalance_drain_timeout, p.metrics, p.health.clone());
-        let consumer: BaseConsumer<Context> =
-            client_config(&p.args).create_with_context(context).map_err(ConsumerError::Config)?;
-        let messages = MessageQueue::new(&consumer);
-        consumer.context().messages.set(&messages);
+        let core = Core {
+            state: PollerState::new(settings.clone(), p.buffer.clone(), p.metrics.clone()),
+            reports: p.reports,
+            workers: p.workers,
+        };
+        let client = ClientParts {
+            args: p.args.clone(),
+            pool: p.pool,
+            runtime: p.runtime,
+            metrics: p.metrics,
+            health: p.health.clone(),
+            buffer: p.buffer,
+            settings,
+        };
+        let (consumer, messages) = client.make(core)?;
         Ok(Poller {
+            client,
+            recreate: p.recreate,
             messages,
             consumer: Arc::new(consumer),
             health: p.health,
@@ -144,14 +199,30 @@ impl Poller {
     /// Polls until shutdown; then flushes, commits and leaves the group.
     pub fn run(mut self) -> Result<(), ConsumerError> {
         self.check_topics();
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
-        let names = Structured::list(&self.topics);
-        tracing::info!(topics = names.field(), group = %self.group, "consuming");
+        loop {
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
+            let names = Structured::list(&self.topics);
+            tracing::info!(topics = names.field(), group = %self.group, "consuming");
+            if !self.serve() {
+                break;
+            }
+            self.recreate()?;
+        }
+        let consumer = self.consumer.clone();
+        self.drain_and_close(consumer)
+    }
+
+    /// The poll loop, until shutdown (false) or until the consumer is found stuck out of its
+    /// group (true: [`Poller::recreate`]).
+    fn serve(&mut self) -> bool {
         let consumer = self.consumer.clone();
         let mut burst = Messages::default();
         let mut msgs: Vec<Msg<'static>> = Vec::with_capacity(BURST);
         while !self.shutdown.is_cancelled() && self.fatal.is_none() {
+            if consumer.context().stuck() || self.recreate.swap(false, Ordering::Relaxed) {
+                return true;
+            }
             self.recheck_topics();
             self.resolve_unresolved();
             self.check_positions();
@@ -229,7 +300,7 @@ impl Poller {
             msgs = reuse(batch);
             burst.clear();
         }
-        self.drain_and_close(consumer)
+        false
     }
 
     /// A missing topic is an operator's error to report, not a reason to crash-loop: say so
@@ -371,6 +442,34 @@ impl Poller {
             core.state.recheck(topic, *partition, start, low, high);
             core.execute(&*self.consumer, CommitMode::Async);
         }
+    }
+
+    /// The consumer stayed out of its group while a broker answered (see
+    /// [`kafka::liveness`](super::liveness)), or an operator sent SIGHUP: a new one takes over the core (state, channels,
+    /// buffered units) and joins; the old one is closed. What it had assigned is dropped, as on
+    /// a revocation: the new member reads it again from where PostgreSQL says.
+    fn recreate(&mut self) -> Result<(), ConsumerError> {
+        if self.consumer.context().stuck() {
+            let bound = self.client.args.group_liveness_timeout;
+            tracing::error!(
+                group = %self.group,
+                out_of_group_s = bound.as_secs(),
+                "the consumer stayed out of its group while a broker answered: recreating it"
+            );
+        }
+        self.client.metrics.kafka_consumer_recreated_total.inc();
+        let mut core = self.consumer.context().take_core(self.client.stand_in());
+        let assigned = core.state.assignment();
+        core.state.revoked(&assigned);
+        let (consumer, messages) = self.client.make(core)?;
+        let old_messages = std::mem::replace(&mut self.messages, messages);
+        let old = std::mem::replace(&mut self.consumer, Arc::new(consumer));
+        // The queue before the consumer it was made from.
+        old.context().messages.clear();
+        drop(old_messages);
+        drop(old);
+        self.health.set_kafka(KafkaState::Unknown);
+        Ok(())
     }
 
     /// librdkafka gave up on the consumer: stop. Fenced by a process under the same instance id

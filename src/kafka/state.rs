@@ -293,6 +293,11 @@ impl PollerState {
         }
     }
 
+    /// Every assigned partition.
+    pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
+        self.tracker.assigned().map(|(t, p, _)| (t.clone(), p)).collect()
+    }
+
     /// Whether any of `partitions` has a unit at a worker (a revocation waits for them).
     pub fn in_flight(&self, partitions: &[(Arc<str>, i32)]) -> bool {
         self.in_flight.iter().any(|(t, p, n)| *n > 0 && partitions.iter().any(|(rt, rp)| rp == p && rt == t))
