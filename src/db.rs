@@ -218,6 +218,22 @@ pub async fn load_offsets(pool: &Pool, topic: &str, partitions: &[i32]) -> Resul
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// `topic`'s id as recorded (recorded now if it was not): `Ok(None)` when it matches `id`,
+/// `Ok(Some(recorded))` when the topic was created again since.
+pub async fn check_topic_id(pool: &Pool, topic: &str, id: &str) -> Result<Option<String>, DbError> {
+    let client = pool.get().await.map_err(DbError::pool("reading topic ids"))?;
+    let recorded: String = client
+        .query_one(
+            "WITH new AS (INSERT INTO topic_ids (topic, topic_id) VALUES ($1, $2) ON CONFLICT (topic) DO NOTHING RETURNING topic_id)
+             SELECT topic_id FROM new UNION ALL SELECT topic_id FROM topic_ids WHERE topic = $1 LIMIT 1",
+            &[&topic, &id],
+        )
+        .await
+        .map_err(DbError::pg("reading topic ids"))?
+        .get(0);
+    Ok((recorded != id).then_some(recorded))
+}
+
 /// What [`archive_topic`] renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Archived {
@@ -226,7 +242,7 @@ pub struct Archived {
     pub partitions: u64,
 }
 
-/// Renames `topic`'s rows in events, dead_letters and consumer_offsets to `archive_as`, in one
+/// Renames `topic`'s rows in events, dead_letters, consumer_offsets and topic_ids to `archive_as`, in one
 /// transaction: the old generation of a topic deleted and created again keeps its rows, and the
 /// new one starts with nothing stored. Fails (nothing renamed) if `archive_as` has rows already.
 pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result<Archived, DbError> {
@@ -235,7 +251,7 @@ pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result
     let taken: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM consumer_offsets WHERE topic = $1) OR EXISTS (SELECT 1 FROM events WHERE topic = $1)
-             OR EXISTS (SELECT 1 FROM dead_letters WHERE topic = $1)",
+             OR EXISTS (SELECT 1 FROM dead_letters WHERE topic = $1) OR EXISTS (SELECT 1 FROM topic_ids WHERE topic = $1)",
             &[&archive_as],
         )
         .await
@@ -244,8 +260,8 @@ pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result
     if taken {
         return Err(DbError::Refused(format!("{archive_as} has rows already: choose another --as")));
     }
-    let mut n = [0; 3];
-    for (i, table) in ["events", "dead_letters", "consumer_offsets"].iter().enumerate() {
+    let mut n = [0; 4];
+    for (i, table) in ["events", "dead_letters", "consumer_offsets", "topic_ids"].iter().enumerate() {
         n[i] = tx
             .execute(&format!("UPDATE {table} SET topic = $2 WHERE topic = $1"), &[&topic, &archive_as])
             .await
@@ -282,6 +298,8 @@ pub const TABLE_PRIVILEGES: &[(&str, &str, &str)] = &[
     ("event_counts", "SELECT", "business metrics; the hourly counts' upsert"),
     ("event_counts", "INSERT", "the hourly counts' upsert"),
     ("event_counts", "UPDATE", "the hourly counts' upsert"),
+    ("topic_ids", "SELECT", "telling a topic created again (best effort)"),
+    ("topic_ids", "INSERT", "recording a topic's id (best effort)"),
 ];
 
 /// A migration, as this binary knows it or as the database recorded it.

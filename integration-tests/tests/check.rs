@@ -57,7 +57,7 @@ async fn a_good_setup_passes_before_and_after_migrating() {
     let (_, text) = line(&out, "migrations");
     assert!(text.contains(" applied") && !text.contains("pending"), "{text}");
     let (_, text) = line(&out, "tables");
-    assert!(text.contains("events, dead_letters, consumer_offsets, event_counts"), "{text}");
+    assert!(text.contains("events, dead_letters, consumer_offsets, event_counts, topic_ids"), "{text}");
     let (_, text) = line(&out, "postgresql");
     assert!(text.contains("as role aurore") && !text.contains(":aurore@"), "{text}");
 }
@@ -104,7 +104,7 @@ async fn a_role_without_insert_is_told_what_to_grant() {
     db.batch_execute(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD '{password}';
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
-         GRANT INSERT, UPDATE ON consumer_offsets, event_counts TO {role};"
+         GRANT INSERT, UPDATE ON consumer_offsets, event_counts, topic_ids TO {role};"
     ))
     .await
     .unwrap();

@@ -1,8 +1,9 @@
 //! The edges of a topic's life, against the real broker: messages deleted before aurore stored
 //! them (a retention gap) are counted and named, and reading goes on from the log start; a
-//! topic deleted and created again under a stored position is refused, never skipped silently
-//! (`/health` down, `kafka_partitions_refused`), while running and across a restart, until
-//! `aurore archive-topic` moves the old rows aside; then the new topic's messages are stored.
+//! topic deleted and created again is refused, never skipped silently (`/health` down,
+//! `kafka_partitions_refused`), while running and across a restart, and when its new log has
+//! already grown past the stored position (Kafka's topic id tells), until `aurore
+//! archive-topic` moves the old rows aside; then the new topic's messages are stored.
 
 use std::process::Command;
 use std::time::Duration;
@@ -53,7 +54,9 @@ async fn wait_refused(aurore: &Aurore) {
     assert_eq!(health["status"], "down");
     assert_eq!(Metrics::scrape(aurore).unwrap().get("kafka_partitions_refused", &[]), Some(1.0));
     let log = aurore.log_text();
-    assert!(log.contains("lies beyond the partition's log end") && log.contains("aurore archive-topic --topic"), "{log}");
+    // Told by Kafka's topic id (the broker has them since 2.8), else by the offsets.
+    let told = log.contains("Kafka's topic id changed") || log.contains("lies beyond the partition's log end");
+    assert!(told && log.contains("aurore archive-topic --topic"), "{log}");
 }
 
 /// `aurore archive-topic`, then the refused partition is read again from the new log's start.
@@ -134,4 +137,23 @@ async fn a_topic_created_again_while_running_is_refused_until_archived() {
     wait_refused(&aurore).await;
     assert_eq!(count(&env, "events", &env.topic).await, 1_000);
     archive_and_resume(&env, &aurore, 1_000, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_and_grown_past_the_stored_position_is_refused_by_its_id() {
+    let env = Env::new("recreated_grown", 1, &[]).await;
+    env.produce(&env.producer(&[]), events(100, 1)).await;
+    let mut aurore = env.spawn_aurore(&[]);
+    env.wait_persisted(100, Duration::from_secs(60)).await;
+    aurore.signal("TERM");
+    assert_eq!(aurore.wait_exit(Duration::from_secs(30)).await, Some(0));
+    recreate(&env).await;
+    // The new log grows past the stored 100: its offsets alone look like a continuation.
+    env.produce(&env.producer(&[]), events(1_000, 1)).await;
+
+    let aurore = env.spawn_aurore(&[]);
+    wait_refused(&aurore).await;
+    assert!(aurore.log_text().contains("Kafka's topic id changed"));
+    assert_eq!(count(&env, "events", &env.topic).await, 100, "none of the new topic's messages skipped or stored");
+    archive_and_resume(&env, &aurore, 100, 1_000).await;
 }

@@ -132,7 +132,7 @@ impl Context {
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, cooperative: bool) -> KafkaResult<()> {
         let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        let starts = self.starts.read(&partitions, START_TIMEOUT);
+        let starts = self.starts.read_for(consumer.client(), &partitions, START_TIMEOUT);
         for ((topic, p), start) in partitions.iter().zip(&starts) {
             // Before the assign starts fetching it.
             if !self.messages.forward(consumer, topic, *p) {

@@ -11,3 +11,4 @@ pub mod poller;
 pub mod queue;
 pub mod starts;
 pub mod state;
+pub mod topic_ids;

@@ -377,7 +377,7 @@ impl Poller {
             return;
         }
         let partitions: Vec<(String, i32)> = unresolved.iter().map(|(t, p)| (t.to_string(), *p)).collect();
-        let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
+        let starts = self.consumer.context().starts().read_for(self.consumer.client(), &partitions, Duration::from_secs(5));
         let mut core = self.consumer.context().core();
         for ((topic, partition), start) in partitions.iter().zip(starts) {
             match start {
@@ -387,7 +387,7 @@ impl Poller {
                     partition,
                     "partition start resolved: nothing stored in PostgreSQL, Kafka's committed offset decides"
                 ),
-                Start::Unresolved => {}
+                Start::Unresolved | Start::Recreated => {}
             }
             core.state.resolved(topic, *partition, start);
         }
@@ -435,7 +435,7 @@ impl Poller {
             return;
         }
         let partitions: Vec<(String, i32)> = refused.iter().map(|(t, p)| (t.to_string(), *p)).collect();
-        let starts = self.consumer.context().starts().read(&partitions, Duration::from_secs(5));
+        let starts = self.consumer.context().starts().read_for(self.consumer.client(), &partitions, Duration::from_secs(5));
         for ((topic, partition), start) in partitions.iter().zip(starts) {
             let Ok((low, high)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)) else { continue };
             let mut core = self.consumer.context().core();

@@ -14,7 +14,10 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::runtime::Handle;
 
+use rdkafka::client::{Client, ClientContext};
+
 use crate::db;
+use crate::kafka::topic_ids;
 use crate::logging::Structured;
 use crate::pipeline::offsets::Start;
 
@@ -26,9 +29,24 @@ pub struct StoredStarts {
 }
 
 impl StoredStarts {
+    /// [`StoredStarts::read`], with the topics' current ids asked of Kafka through `client`
+    /// first (at most 5 s; without them, the id check is skipped).
+    pub fn read_for<C: ClientContext>(&self, client: &Client<C>, partitions: &[(String, i32)], timeout: Duration) -> Vec<Start> {
+        let mut topics: Vec<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let ids = topic_ids::describe(client, &topics, Duration::from_secs(5)).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "topic ids not read; a topic created again is then found by its offsets only");
+            HashMap::new()
+        });
+        self.read(partitions, timeout, &ids)
+    }
+
     /// The start of each of `partitions`, in order; [`Start::Unresolved`] for all of them if
-    /// PostgreSQL did not answer within `timeout`. Blocks the calling (non-async) thread.
-    pub fn read(&self, partitions: &[(String, i32)], timeout: Duration) -> Vec<Start> {
+    /// PostgreSQL did not answer within `timeout`, [`Start::Recreated`] for those of a topic
+    /// whose id in `ids` (Kafka's, now) differs from the one recorded. Blocks the calling
+    /// (non-async) thread.
+    pub fn read(&self, partitions: &[(String, i32)], timeout: Duration, ids: &HashMap<String, String>) -> Vec<Start> {
         let mut by_topic: HashMap<&str, Vec<i32>> = HashMap::new();
         for (t, p) in partitions {
             by_topic.entry(t).or_default().push(*p);
@@ -36,19 +54,42 @@ impl StoredStarts {
         let lookup = self.runtime.block_on(async {
             tokio::time::timeout(timeout, async {
                 let mut found = HashMap::new();
+                let mut recreated = Vec::new();
                 for (topic, ps) in &by_topic {
                     for (p, n) in db::load_offsets(&self.pool, topic, ps).await? {
                         found.insert((*topic, p), n);
                     }
+                    let Some(id) = ids.get(*topic) else { continue };
+                    // Best effort: a role that may not write topic_ids still consumes.
+                    match db::check_topic_id(&self.pool, topic, id).await {
+                        Ok(None) => {}
+                        Ok(Some(recorded)) => {
+                            tracing::error!(
+                                %topic,
+                                recorded_id = %recorded,
+                                topic_id = %id,
+                                "the topic was deleted and created again (Kafka's topic id changed): its partitions are refused. \
+                                 Nothing is lost: its messages wait in Kafka. To store them, archive the old rows: \
+                                 aurore archive-topic --topic {topic}"
+                            );
+                            recreated.push(*topic);
+                        }
+                        Err(e) => tracing::warn!(%topic, error = %e, "topic id not checked"),
+                    }
                 }
-                Ok::<_, db::DbError>(found)
+                Ok::<_, db::DbError>((found, recreated))
             })
             .await
         });
         match lookup {
-            Ok(Ok(found)) => {
-                partitions.iter().map(|(t, p)| found.get(&(t.as_str(), *p)).map_or(Start::Kafka, |n| Start::Stored(*n))).collect()
-            }
+            Ok(Ok((found, recreated))) => partitions
+                .iter()
+                .map(|(t, p)| match found.get(&(t.as_str(), *p)) {
+                    _ if recreated.contains(&t.as_str()) => Start::Recreated,
+                    Some(n) => Start::Stored(*n),
+                    None => Start::Kafka,
+                })
+                .collect(),
             Ok(Err(e)) => {
                 tracing::warn!(
                     database = %self.database,
@@ -90,6 +131,7 @@ pub fn describe(partitions: &[(String, i32)], starts: &[Start]) -> Vec<(String, 
                     Start::Stored(n) => serde_json::json!({"partition": p, "from": "postgresql", "offset": n}),
                     Start::Kafka => serde_json::json!({"partition": p, "from": "kafka"}),
                     Start::Unresolved => serde_json::json!({"partition": p, "from": "unknown"}),
+                    Start::Recreated => serde_json::json!({"partition": p, "from": "refused"}),
                 })
                 .collect();
             let text = ps.iter().map(|(p, start)| format!("{p} at {start}")).collect::<Vec<_>>().join(", ");

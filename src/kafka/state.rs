@@ -284,13 +284,14 @@ impl PollerState {
             if let Start::Stored(n) = start {
                 self.commits.stored(&topic, *partition, *n);
             }
-            if *start == Start::Unresolved || self.paused {
+            if matches!(start, Start::Unresolved | Start::Recreated) || self.paused {
                 pause.push((topic, *partition));
             }
         }
         if !pause.is_empty() {
             self.commands.push(Command::Pause(pause));
         }
+        self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
     }
 
     /// Every assigned partition.
@@ -378,6 +379,11 @@ impl PollerState {
         }
         self.tracker.assign(topic, partition, start);
         let topic = self.tracker.topic(topic).clone();
+        if start == Start::Recreated {
+            // Stays paused, refused.
+            self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
+            return;
+        }
         if let Start::Stored(offset) = start {
             self.commits.stored(&topic, partition, offset);
             self.commands.push(Command::Seek { topic: topic.clone(), partition, offset });

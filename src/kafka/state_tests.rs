@@ -552,3 +552,29 @@ fn a_replay_under_a_position_within_the_log_refuses_nothing() {
     take(&mut s, 0, 10..11);
     assert_eq!(s.buffered(), 1);
 }
+
+#[test]
+fn a_topic_created_again_is_refused_from_its_assignment() {
+    let metrics = Arc::new(Metrics::new());
+    let settings =
+        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let now = Instant::now();
+    s.assigned(&[("events".to_owned(), 0, Start::Recreated), ("events".to_owned(), 1, Start::Stored(4))]);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[0])), "{cmds:?}");
+    assert_eq!((metrics.kafka_partitions_refused.get(), s.refused()), (1, parts(&[0])));
+    take(&mut s, 0, 0..3);
+    take(&mut s, 1, 4..5);
+    assert_eq!(s.buffered(), 1, "only the other partition is read");
+    // The buffer fills and empties: the refused partition is not resumed with the others.
+    s.tick(now, true);
+    s.tick(now + HOLD * 3, false);
+    let (_, cmds) = commands(&mut s, now);
+    assert!(cmds.iter().all(|c| !matches!(c, Command::Resume(p) if p.contains(&(Arc::from("events"), 0)))), "{cmds:?}");
+    // Still created again on a second look; archived, then read from the log start.
+    s.recheck("events", 0, Start::Recreated, 0, 3);
+    assert_eq!(s.refused(), parts(&[0]));
+    s.recheck("events", 0, Start::Kafka, 0, 3);
+    assert!(s.refused().is_empty() && metrics.kafka_partitions_refused.get() == 0);
+}

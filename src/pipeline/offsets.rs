@@ -26,6 +26,9 @@ pub enum Start {
     /// PostgreSQL could not be asked: the partition takes no message (and stays paused) until
     /// it can.
     Unresolved,
+    /// The topic was deleted and created again since its rows were stored (Kafka's topic id
+    /// changed): the partition is refused until an operator archives the old rows.
+    Recreated,
 }
 
 impl fmt::Display for Start {
@@ -34,6 +37,7 @@ impl fmt::Display for Start {
             Start::Stored(n) => write!(f, "{n} (stored)"),
             Start::Kafka => f.write_str("Kafka's committed offset (nothing stored)"),
             Start::Unresolved => f.write_str("unknown (PostgreSQL unreachable)"),
+            Start::Recreated => f.write_str("refused (the topic was created again)"),
         }
     }
 }
@@ -117,9 +121,10 @@ impl OffsetTracker {
         let epoch = self.last_epoch;
         let (fence, position) = match start {
             Start::Stored(n) => (Fence::At(n), Some(n)),
-            Start::Kafka | Start::Unresolved => (Fence::Absent, None),
+            Start::Kafka | Start::Unresolved | Start::Recreated => (Fence::Absent, None),
         };
-        let state = PartitionState { epoch, fence, position, resolved: start != Start::Unresolved, refused: false };
+        let refused = start == Start::Recreated;
+        let state = PartitionState { epoch, fence, position, resolved: start != Start::Unresolved, refused };
         let (_, parts) = self.topic_slot(topic);
         let i = usize::try_from(partition).expect("Kafka partitions are non-negative");
         if parts.len() <= i {
