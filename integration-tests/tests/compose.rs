@@ -106,3 +106,28 @@ fn the_image_is_multi_stage_runs_as_non_root_and_checks_readiness() {
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(runtime.contains("HEALTHCHECK") && runtime.contains("/health/ready"));
 }
+
+/// `scripts/compose-smoke` runs the image compose users build: its override (scripts/compose-local.yml)
+/// swaps only pulled images for local stand-ins, and `scripts/images --compose` builds aurore:latest from
+/// the root Dockerfile with stand-ins of exactly the two images that Dockerfile starts from.
+#[test]
+fn the_smoke_run_uses_the_image_built_from_the_root_dockerfile() {
+    let written = services(&std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap());
+    for name in ["aurore", "producer"] {
+        let has = |text: &str| written[name].iter().any(|l| l.trim() == text);
+        assert!(has("build: .") && has("image: aurore:latest"), "{name} is aurore:latest, built from the root Dockerfile");
+    }
+    let local = services(&std::fs::read_to_string(repo().join("scripts/compose-local.yml")).unwrap());
+    for (name, lines) in &local {
+        assert!(written.contains_key(name), "compose-local.yml names {name}, which docker-compose.yml has not");
+        assert!(!written[name].iter().any(|l| l.trim().starts_with("build:")), "compose-local.yml replaces {name}'s built image");
+        assert!(lines.iter().all(|l| l.trim().starts_with("image: aurore-local/")), "{name}: only the image is swapped");
+    }
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(
+        froms,
+        ["FROM rust:${RUST_VERSION}-bookworm AS build", "FROM debian:bookworm-slim"],
+        "scripts/images builds stand-ins of these two (scripts/images.d/rust, debian-slim): change them together"
+    );
+}
