@@ -471,16 +471,21 @@ fn transaction_markers_after_the_last_message_are_moved_past() {
     assert_eq!(s.buffered(), 1);
 }
 
+/// One worker, batches of 100, and the metrics it writes to.
+fn with_metrics() -> (PollerState, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let settings =
+        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    (PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone()), metrics)
+}
+
 fn suspects(cmds: &[Command]) -> Vec<Suspect> {
     cmds.iter().filter_map(|c| if let Command::CheckBounds(s) = c { Some(s.clone()) } else { None }).flatten().collect()
 }
 
 #[test]
 fn a_gap_below_the_log_start_is_counted_as_lost_and_reading_goes_on() {
-    let metrics = Arc::new(Metrics::new());
-    let settings =
-        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
-    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let (mut s, metrics) = with_metrics();
     let now = Instant::now();
     assign(&mut s, 0, Start::Stored(1000));
     // librdkafka found 1000 out of range and reset to the log start, 3000.
@@ -504,10 +509,7 @@ fn a_gap_below_the_log_start_is_counted_as_lost_and_reading_goes_on() {
 
 #[test]
 fn a_stored_position_beyond_the_log_end_refuses_the_partition_until_archived() {
-    let metrics = Arc::new(Metrics::new());
-    let settings =
-        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
-    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let (mut s, metrics) = with_metrics();
     let now = Instant::now();
     assign(&mut s, 0, Start::Stored(1000));
     // The topic was created again: librdkafka reset to its start, 0; nothing is taken.
@@ -555,10 +557,7 @@ fn a_replay_under_a_position_within_the_log_refuses_nothing() {
 
 #[test]
 fn a_topic_created_again_is_refused_from_its_assignment() {
-    let metrics = Arc::new(Metrics::new());
-    let settings =
-        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
-    let mut s = PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone());
+    let (mut s, metrics) = with_metrics();
     let now = Instant::now();
     s.assigned(&[("events".to_owned(), 0, Start::Recreated), ("events".to_owned(), 1, Start::Stored(4))]);
     let (_, cmds) = commands(&mut s, now);

@@ -147,14 +147,14 @@ impl OffsetTracker {
 
     /// Assigned partitions whose start is not known yet.
     pub fn unresolved(&self) -> Vec<(Arc<str>, i32)> {
+        self.partitions_where(|s| !s.resolved)
+    }
+
+    fn partitions_where(&self, pick: impl Fn(&PartitionState) -> bool) -> Vec<(Arc<str>, i32)> {
         self.topics
             .iter()
             .flat_map(|(topic, parts)| {
-                parts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|s| !s.resolved))
-                    .map(|(p, _)| (topic.clone(), p as i32))
+                parts.iter().enumerate().filter(|(_, s)| s.as_ref().is_some_and(&pick)).map(|(p, _)| (topic.clone(), p as i32))
             })
             .collect()
     }
@@ -217,16 +217,7 @@ impl OffsetTracker {
 
     /// Refused partitions.
     pub fn refused(&self) -> Vec<(Arc<str>, i32)> {
-        self.topics
-            .iter()
-            .flat_map(|(topic, parts)| {
-                parts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.refused))
-                    .map(|(p, _)| (topic.clone(), p as i32))
-            })
-            .collect()
+        self.partitions_where(|s| s.refused)
     }
 
     /// librdkafka's application position of a partition is `next`, beyond what it took: the
