@@ -71,10 +71,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigError>() => exit(json, 2, &e),
         Err(e)
-            if matches!(
-                e.downcast_ref(),
-                Some(ConsumerError::InstanceFenced { .. } | ConsumerError::InstanceUnreleased { .. })
-            ) =>
+            if e.is::<InstanceInUse>()
+                || matches!(
+                    e.downcast_ref(),
+                    Some(ConsumerError::InstanceFenced { .. } | ConsumerError::InstanceUnreleased { .. })
+                ) =>
         {
             exit(json, 3, &e)
         }
@@ -128,17 +129,29 @@ fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
     client_config(args).create::<BaseConsumer>().map(drop).map_err(|e| ConfigError(format!("Kafka settings: {e}")))
 }
 
-/// [`run`], started again while the broker refuses this `--instance-id` (KIP-848 holds it for a
-/// crashed predecessor until its session times out), for at most `--instance-id-wait`.
+/// Another live process holds this `--instance-id`'s lease ([`db::instance_lease`]). Exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--instance-id {instance_id} is in use by another live process of group {group} (it holds the id's lease in PostgreSQL); this one stops"
+)]
+pub struct InstanceInUse {
+    instance_id: String,
+    group: String,
+}
+
+/// [`run`], started again while this `--instance-id` is taken: its lease held by another process
+/// (or by a crashed one whose connection PostgreSQL has not seen close yet), or refused by the
+/// broker (KIP-848 holds it for a crashed predecessor until its session times out); for at most
+/// `--instance-id-wait`.
 async fn run_until_admitted(args: RunArgs) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + args.instance_id_wait;
     loop {
         match run(args.clone()).await {
-            Err(e) if matches!(e.downcast_ref(), Some(ConsumerError::InstanceUnreleased { .. })) => {
+            Err(e) if matches!(e.downcast_ref(), Some(ConsumerError::InstanceUnreleased { .. })) || e.is::<InstanceInUse>() => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(e);
                 }
-                tracing::warn!(error = %e, "joining again in 2 s, until --instance-id-wait has passed");
+                tracing::warn!(error = %e, "trying again in 2 s, until --instance-id-wait has passed");
                 tokio::select! {
                     _ = shutdown::signal() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -179,6 +192,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop_http.cancel();
         return Ok(());
     }
+    // Held until run returns: the process's claim on its instance id.
+    let _lease = match &args.instance_id {
+        None => None,
+        Some(id) => {
+            let lease = db::instance_lease(&args.db.database_url, args.db.db_connect_timeout, &args.group_id, id).await?;
+            if lease.is_none() {
+                stop_http.cancel();
+                let _ = http.await;
+                return Err(InstanceInUse { instance_id: id.clone(), group: args.group_id.clone() }.into());
+            }
+            lease
+        }
+    };
     health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.database_connection_up.set(1);
 

@@ -188,6 +188,48 @@ impl Connect for Connector {
     }
 }
 
+/// A live process's claim on its `--instance-id`: a session-level advisory lock, held on a
+/// connection of its own for as long as the process lives. A process killed with SIGKILL drops
+/// it the moment the kernel closes its socket, so a restart under the same id takes it at once;
+/// a second live process does not get it. (Kafka cannot tell those two apart: to the group, a
+/// dead static member and a live one look the same until the session times out.)
+pub struct InstanceLease {
+    _client: tokio_postgres::Client,
+    connection: JoinHandle<()>,
+}
+
+impl Drop for InstanceLease {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// Takes the lease of `instance_id` in `group`; `None` if a live process holds it.
+pub async fn instance_lease(
+    url: &DatabaseUrl,
+    timeout: Duration,
+    group: &str,
+    instance_id: &str,
+) -> Result<Option<InstanceLease>, DbError> {
+    let mut config = url.config.clone();
+    config.connect_timeout(timeout);
+    config.application_name("aurore instance lease");
+    let (client, connection) =
+        config.connect(MakeRustlsConnect::with_webpki_roots()).await.map_err(DbError::pg("connecting for the instance lease"))?;
+    let connection = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %describe(&e), "the instance lease's connection ended; Kafka's own fencing still applies");
+        }
+    });
+    let key = format!("aurore instance {group} {instance_id}");
+    let taken: bool = client
+        .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+        .await
+        .map_err(DbError::pg("taking the instance lease"))?
+        .get(0);
+    Ok(taken.then_some(InstanceLease { _client: client, connection }))
+}
+
 /// Applies pending migrations; several instances may start at once.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("migrating"))?;
