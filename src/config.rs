@@ -192,10 +192,10 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// With `--group-protocol consumer`: how long to keep joining while the broker still holds
-    /// the `--instance-id` for another member (a crashed predecessor is released after the
-    /// broker's `group.consumer.session.timeout.ms`, 45 s by default) before exiting with
-    /// code 3. Default 60s.
+    /// How long to keep trying while the `--instance-id` is held by another member: its lease in
+    /// PostgreSQL (a live process), or, with `--group-protocol consumer`, the broker (a crashed
+    /// predecessor is released after `group.consumer.session.timeout.ms`, 45 s by default),
+    /// before exiting with code 3. Default 60s.
     #[arg(long, env = "AURORE_INSTANCE_ID_WAIT", default_value = "60s", value_parser = duration)]
     pub instance_id_wait: Duration,
 

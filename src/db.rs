@@ -221,6 +221,12 @@ pub async fn instance_lease(
             tracing::warn!(error = %describe(&e), "the instance lease's connection ended; Kafka's own fencing still applies");
         }
     });
+    // A process lost with its node leaves no FIN: the server's keepalives end its session (and
+    // release the lease) within about 25 s instead of the kernel's two hours.
+    client
+        .batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
+        .await
+        .map_err(DbError::pg("setting the instance lease's keepalives"))?;
     let key = format!("aurore instance {group} {instance_id}");
     let taken: bool = client
         .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])

@@ -13,14 +13,17 @@
 //! Arrows point down only; [`kafka`] and [`sink`] never import each other, and [`pipeline`] and
 //! [`event`] import neither (`tests/layering.rs` checks it).
 //! - `main.rs` parses the command line and calls [`app::main`]; [`config`]: the command line and
-//!   environment, defaults with units, validation.
+//!   environment, defaults with units, validation; [`check`]: `aurore check`, what `run` needs,
+//!   tried before a deploy.
 //! - [`app`]: wiring (the poll thread, the flush workers, HTTP, the ticker) and the shutdown
 //!   order; [`shutdown`]: the one shutdown signal.
 //! - [`kafka`]: [`kafka::client`] (configuration, callbacks, the rebalance handshake),
 //!   [`kafka::poller`] (the poll loop) around [`kafka::state`] (the pure `PollerState`: events in,
 //!   commands out), [`kafka::commits`] (the one owner of a partition's progress),
 //!   [`kafka::core`] (the state and its channels, executing commands), [`kafka::queue`] (the burst
-//!   queue), [`kafka::starts`] (where partitions start: the poll thread's only waits on PostgreSQL).
+//!   queue), [`kafka::starts`] (where partitions start: the poll thread's only waits on PostgreSQL),
+//!   [`kafka::topic_ids`] (Kafka's topic ids, which tell a topic created again),
+//!   [`kafka::liveness`] (a consumer stuck out of its group is recreated).
 //! - [`sink`]: [`sink::worker`] (retries, breaker, abort, reports) apart from
 //!   [`sink::transaction`] (fence, COPY or bisection, dead letters, counts), with every SQL text
 //!   in [`sink::sql`].

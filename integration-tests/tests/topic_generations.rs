@@ -157,3 +157,20 @@ async fn a_topic_created_again_and_grown_past_the_stored_position_is_refused_by_
     assert_eq!(count(&env, "events", &env.topic).await, 100, "none of the new topic's messages skipped or stored");
     archive_and_resume(&env, &aurore, 100, 1_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_without_a_rebalance_is_refused_by_its_id() {
+    let env = Env::new("recreated_frozen", 1, &[]).await;
+    env.produce(&env.producer(&[]), events(100, 1)).await;
+    let aurore = env.spawn_aurore(&[]);
+    env.wait_persisted(100, Duration::from_secs(60)).await;
+    aurore.wait_ready(Duration::from_secs(30)).await;
+    // Frozen (SIGSTOP) while the topic is created again and grows past the stored position: on
+    // waking, librdkafka goes on fetching at 100 with no rebalance, no gap and no replay.
+    aurore.signal("STOP");
+    recreate(&env).await;
+    env.produce(&env.producer(&[]), events(1_000, 1)).await;
+    aurore.signal("CONT");
+    wait_refused(&aurore).await;
+    assert!(aurore.log_text().contains("Kafka's topic id changed"));
+}

@@ -78,18 +78,6 @@ impl Core {
                             tracing::warn!(error = %e, "resuming partitions failed");
                         }
                     }
-                    Command::CheckBounds(suspects) => {
-                        for s in suspects {
-                            // Throttled by the state (once per partition per 10 s); a broker
-                            // round trip, off the hot path.
-                            match consumer.fetch_watermarks(&s.topic, s.partition, Duration::from_secs(2)) {
-                                Ok((low, high)) => self.state.bounds(&s, low, high),
-                                Err(e) => {
-                                    tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "log bounds not read")
-                                }
-                            }
-                        }
-                    }
                 }
             }
         }

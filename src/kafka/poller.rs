@@ -25,7 +25,8 @@ use crate::kafka::client::{Context, client_config};
 use crate::kafka::core::{self, Core};
 use crate::kafka::queue::{BURST, MessageQueue, Messages};
 use crate::kafka::starts::StoredStarts;
-use crate::kafka::state::{Msg, PollerState, Settings};
+use crate::kafka::state::{CHECK_BOUNDS_EVERY, Msg, PollerState, Settings};
+use crate::kafka::topic_ids;
 use crate::logging::Structured;
 use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
@@ -101,6 +102,7 @@ pub struct Poller {
     next_topic_check: Instant,
     next_positions: Instant,
     next_refused: Instant,
+    next_topic_ids: Instant,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -190,6 +192,7 @@ impl Poller {
             next_topic_check: Instant::now() + Duration::from_secs(5),
             next_positions: Instant::now(),
             next_refused: Instant::now(),
+            next_topic_ids: Instant::now() + CHECK_BOUNDS_EVERY,
             last_error: None,
             instance_id: p.args.instance_id.clone(),
             fatal: None,
@@ -226,6 +229,8 @@ impl Poller {
             self.recheck_topics();
             self.resolve_unresolved();
             self.check_positions();
+            self.check_bounds();
+            self.check_topic_ids();
             self.recheck_refused();
             let (flow, reading, timeout) = {
                 let mut core = consumer.context().core();
@@ -422,6 +427,49 @@ impl Poller {
         }
     }
 
+    /// The log start and end of partitions that did something out of the ordinary (a gap, a
+    /// replay): a broker round trip each, throttled by the state, on the poll loop only.
+    fn check_bounds(&mut self) {
+        let suspects = self.consumer.context().core().state.take_suspects(Instant::now());
+        for s in suspects {
+            let bounds = self.consumer.fetch_watermarks(&s.topic, s.partition, Duration::from_secs(2));
+            let mut core = self.consumer.context().core();
+            match bounds {
+                Ok((low, high)) => core.state.bounds(&s, low, high),
+                Err(e) => {
+                    tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "log bounds not read; asked again later");
+                    core.state.suspect_again(s);
+                }
+            }
+            core.execute(&*self.consumer, CommitMode::Async);
+        }
+    }
+
+    /// Every 10 s: Kafka's ids of the topics read, against those recorded. A topic deleted and
+    /// created again without a rebalance (librdkafka goes on fetching at the old position when
+    /// the new log reaches it) shows nothing else: no gap, no replay.
+    fn check_topic_ids(&mut self) {
+        let now = Instant::now();
+        if now < self.next_topic_ids {
+            return;
+        }
+        self.next_topic_ids = now + CHECK_BOUNDS_EVERY;
+        let mut topics: Vec<String> =
+            self.consumer.context().core().state.assignment().iter().map(|(t, _)| t.to_string()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let Ok(ids) = topic_ids::describe(self.consumer.client(), &names, Duration::from_secs(2)) else { return };
+        let recreated = self.consumer.context().starts().recreated(&ids, Duration::from_secs(2));
+        if !recreated.is_empty() {
+            let mut core = self.consumer.context().core();
+            for topic in &recreated {
+                core.state.topic_recreated(topic);
+            }
+            core.execute(&*self.consumer, CommitMode::Async);
+        }
+    }
+
     /// Every 10 s while a partition is refused: what PostgreSQL holds for it now, and its log
     /// bounds ([`PollerState::recheck`]): an operator may have archived the old topic's rows.
     fn recheck_refused(&mut self) {
@@ -429,7 +477,7 @@ impl Poller {
         if now < self.next_refused {
             return;
         }
-        self.next_refused = now + crate::kafka::state::CHECK_BOUNDS_EVERY;
+        self.next_refused = now + CHECK_BOUNDS_EVERY;
         let refused = self.consumer.context().core().state.refused();
         if refused.is_empty() {
             return;

@@ -42,6 +42,40 @@ impl StoredStarts {
         self.read(partitions, timeout, &ids)
     }
 
+    /// Of the topics in `ids` (Kafka's ids, now), those created again since their id was
+    /// recorded; empty if PostgreSQL does not answer within `timeout`.
+    pub fn recreated(&self, ids: &HashMap<String, String>, timeout: Duration) -> Vec<String> {
+        let topics: Vec<&str> = ids.keys().map(String::as_str).collect();
+        // The timer is made inside the runtime: this thread is not one of its own.
+        let found = self.runtime.block_on(async { tokio::time::timeout(timeout, self.recreated_among(&topics, ids)).await });
+        found.unwrap_or_default().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Those of `topics` whose id in `ids` differs from the one recorded (recorded now if there
+    /// was none). Best effort: a role that may not write topic_ids still consumes.
+    async fn recreated_among<'a>(&self, topics: &[&'a str], ids: &HashMap<String, String>) -> Vec<&'a str> {
+        let mut recreated = Vec::new();
+        for topic in topics {
+            let Some(id) = ids.get(*topic) else { continue };
+            match db::check_topic_id(&self.pool, topic, id).await {
+                Ok(None) => {}
+                Ok(Some(recorded)) => {
+                    tracing::error!(
+                        %topic,
+                        recorded_id = %recorded,
+                        topic_id = %id,
+                        "the topic was deleted and created again (Kafka's topic id changed): its partitions are refused. \
+                         Nothing is lost: its messages wait in Kafka. To store them, archive the old rows: \
+                         aurore archive-topic --topic {topic}"
+                    );
+                    recreated.push(*topic);
+                }
+                Err(e) => tracing::warn!(%topic, error = %e, "topic id not checked"),
+            }
+        }
+        recreated
+    }
+
     /// The start of each of `partitions`, in order; [`Start::Unresolved`] for all of them if
     /// PostgreSQL did not answer within `timeout`, [`Start::Recreated`] for those of a topic
     /// whose id in `ids` (Kafka's, now) differs from the one recorded. Blocks the calling
@@ -54,29 +88,13 @@ impl StoredStarts {
         let lookup = self.runtime.block_on(async {
             tokio::time::timeout(timeout, async {
                 let mut found = HashMap::new();
-                let mut recreated = Vec::new();
                 for (topic, ps) in &by_topic {
                     for (p, n) in db::load_offsets(&self.pool, topic, ps).await? {
                         found.insert((*topic, p), n);
                     }
-                    let Some(id) = ids.get(*topic) else { continue };
-                    // Best effort: a role that may not write topic_ids still consumes.
-                    match db::check_topic_id(&self.pool, topic, id).await {
-                        Ok(None) => {}
-                        Ok(Some(recorded)) => {
-                            tracing::error!(
-                                %topic,
-                                recorded_id = %recorded,
-                                topic_id = %id,
-                                "the topic was deleted and created again (Kafka's topic id changed): its partitions are refused. \
-                                 Nothing is lost: its messages wait in Kafka. To store them, archive the old rows: \
-                                 aurore archive-topic --topic {topic}"
-                            );
-                            recreated.push(*topic);
-                        }
-                        Err(e) => tracing::warn!(%topic, error = %e, "topic id not checked"),
-                    }
                 }
+                let topics: Vec<&str> = by_topic.keys().copied().collect();
+                let recreated = self.recreated_among(&topics, ids).await;
                 Ok::<_, db::DbError>((found, recreated))
             })
             .await

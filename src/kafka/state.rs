@@ -53,9 +53,6 @@ pub enum Command {
     },
     Pause(Vec<(Arc<str>, i32)>),
     Resume(Vec<(Arc<str>, i32)>),
-    /// Look up these partitions' log start and end ([`PollerState::bounds`]): something was
-    /// out of the ordinary.
-    CheckBounds(Vec<Suspect>),
 }
 
 /// Something a partition did that the log's bounds explain, or not.
@@ -123,6 +120,9 @@ pub struct PollerState {
     /// Oddities waiting for a look at the log's bounds, and when each partition was last looked at.
     suspects: Vec<Suspect>,
     checked: Vec<(Arc<str>, i32, Instant)>,
+    /// Partitions (re)started since the last [`PollerState::positions`]: their librdkafka
+    /// position is not trusted yet.
+    fresh: Vec<(Arc<str>, i32)>,
 }
 
 impl PollerState {
@@ -144,6 +144,7 @@ impl PollerState {
             ids: Vec::new(),
             suspects: Vec::new(),
             checked: Vec::new(),
+            fresh: Vec::new(),
         }
     }
 
@@ -153,9 +154,16 @@ impl PollerState {
         if !due.is_empty() {
             self.commands.push(Command::Commit(due));
         }
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Partitions whose log start and end should be looked up now ([`PollerState::bounds`]):
+    /// something was out of the ordinary; each partition at most once per
+    /// [`CHECK_BOUNDS_EVERY`]. The poll loop looks them up, never the rebalance callback.
+    pub fn take_suspects(&mut self, now: Instant) -> Vec<Suspect> {
+        let mut check = Vec::new();
         if !self.suspects.is_empty() {
             let checked = &mut self.checked;
-            let mut check = Vec::new();
             self.suspects.retain(|s| {
                 let last = checked.iter_mut().find(|(t, p, _)| *p == s.partition && Arc::ptr_eq(t, &s.topic));
                 match last {
@@ -172,11 +180,13 @@ impl PollerState {
                     }
                 }
             });
-            if !check.is_empty() {
-                self.commands.push(Command::CheckBounds(check));
-            }
         }
-        std::mem::take(&mut self.commands)
+        check
+    }
+
+    /// A suspect whose bounds could not be read (the broker did not answer): asked again later.
+    pub fn suspect_again(&mut self, s: Suspect) {
+        self.suspect(&s.topic.clone(), s.partition, s.kind);
     }
 
     /// Notes an oddity, once per partition and kind until it is looked at.
@@ -240,6 +250,23 @@ impl PollerState {
         }
     }
 
+    /// Kafka's topic id of `topic` changed while its partitions were read: the topic was
+    /// created again without a rebalance. Every assigned partition of it is refused.
+    pub fn topic_recreated(&mut self, topic: &str) {
+        let parts: Vec<(Arc<str>, i32)> = self.assignment().into_iter().filter(|(t, _)| &**t == topic).collect();
+        let mut pause = Vec::new();
+        for (t, p) in parts {
+            if self.tracker.refuse(&t, p) {
+                self.commits.forget(&t, p);
+                pause.push((t, p));
+            }
+        }
+        if !pause.is_empty() {
+            self.commands.push(Command::Pause(pause));
+            self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
+        }
+    }
+
     /// Refused partitions: the poll thread looks again at what PostgreSQL holds for them.
     pub fn refused(&self) -> Vec<(Arc<str>, i32)> {
         self.tracker.refused()
@@ -248,20 +275,23 @@ impl PollerState {
     /// A refused partition, looked at again: once PostgreSQL holds no position for it (the old
     /// topic's rows were archived) or one within the log, it is read again from there (from the
     /// log start `low` when nothing is stored).
-    pub fn recheck(&mut self, topic: &str, partition: i32, start: Start, low: i64, high: i64) {
-        let from = match start {
-            Start::Stored(n) if n <= high => n,
-            Start::Kafka => low,
-            _ => return,
-        };
-        if !self.tracker.refused().iter().any(|(t, p)| *p == partition && &**t == topic) {
+    pub fn recheck(&mut self, topic: &str, partition: i32, start: Start, low: i64, _high: i64) {
+        // Only the archive (no row left) ends a refusal: a stored position the new log has
+        // grown past still belongs to the old topic.
+        if start != Start::Kafka || !self.tracker.refused().iter().any(|(t, p)| *p == partition && &**t == topic) {
             return;
+        }
+        let from = low;
+        if let Some(u) = self.batcher.discard(topic, partition) {
+            self.release(u);
         }
         self.tracker.assign(topic, partition, start);
         let topic = self.tracker.topic(topic).clone();
-        if let Start::Stored(n) = start {
-            self.commits.stored(&topic, partition, n);
-        }
+        self.fresh.push((topic.clone(), partition));
+        // Kafka may still hold the old topic's committed offset for this group: the new log's
+        // start replaces it at once.
+        self.commits.forget(&topic, partition);
+        self.commits.persisted(&topic, partition, from);
         self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
         tracing::info!(%topic, partition, from, "refused partition read again");
         self.commands.push(Command::Seek { topic: topic.clone(), partition, offset: from });
@@ -281,6 +311,7 @@ impl PollerState {
             }
             self.tracker.assign(topic, *partition, *start);
             let topic = self.tracker.topic(topic).clone();
+            self.fresh.push((topic.clone(), *partition));
             if let Start::Stored(n) = start {
                 self.commits.stored(&topic, *partition, *n);
             }
@@ -344,7 +375,8 @@ impl PollerState {
             if let Some(slot) = self.in_flight.iter_mut().find(|(t, p, _)| *p == u.partition && Arc::ptr_eq(t, &u.topic)) {
                 slot.2 = slot.2.saturating_sub(1);
             }
-            if self.tracker.is_assigned(&u.topic, u.partition, u.epoch) {
+            // A refused partition's progress is the old topic's: never committed to Kafka.
+            if self.tracker.is_assigned(&u.topic, u.partition, u.epoch) && !self.tracker.is_refused(&u.topic, u.partition) {
                 match report.outcome {
                     Outcome::Persisted => self.commits.persisted(&u.topic, u.partition, u.next_offset),
                     Outcome::Fenced => self.lost_fence(&u.topic.clone(), u.partition),
@@ -379,6 +411,7 @@ impl PollerState {
         }
         self.tracker.assign(topic, partition, start);
         let topic = self.tracker.topic(topic).clone();
+        self.fresh.push((topic.clone(), partition));
         if start == Start::Recreated {
             // Stays paused, refused.
             self.metrics.kafka_partitions_refused.set(self.tracker.refused().len() as i64);
@@ -404,7 +437,13 @@ impl PollerState {
     /// moves past them in a unit of no message, so that once what came before is stored, the
     /// committed offset (PostgreSQL's and Kafka's) reaches the log end and the lag reads 0.
     pub fn positions(&mut self, positions: &[(String, i32, i64)]) {
+        // librdkafka resets a partition's position when it (re)starts fetching it, a moment
+        // after the assignment or seek: until the next look, its position may be an older one.
+        let fresh = std::mem::take(&mut self.fresh);
         for (topic, partition, next) in positions {
+            if fresh.iter().any(|(t, p)| p == partition && **t == **topic) {
+                continue;
+            }
             if let Some(epoch) = self.tracker.skip_to(topic, *partition, *next) {
                 let worker = self.batcher.worker_of(topic, *partition);
                 let topic = self.tracker.topic(topic).clone();

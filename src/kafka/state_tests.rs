@@ -93,8 +93,8 @@ fn an_unresolved_start_pauses_the_partition_until_postgresql_answers() {
     // An answer for a partition that is no longer unresolved changes nothing (the replay of 6
     // asks for a look at the log's bounds, nothing else).
     s.resolved("events", 2, Start::Stored(100));
-    let (_, cmds) = commands(&mut s, now);
-    assert!(cmds.iter().all(|c| matches!(c, Command::CheckBounds(_))), "{cmds:?}");
+    assert!(commands(&mut s, now).1.is_empty());
+    assert_eq!(s.take_suspects(now).len(), 1, "the replay of 6 asks for a look at the log's bounds");
 }
 
 #[test]
@@ -442,16 +442,24 @@ fn transaction_markers_after_the_last_message_are_moved_past() {
     assign(&mut s, 2, Start::Unresolved);
     let _ = commands(&mut s, now);
     take(&mut s, 0, 10..12);
+    let positions = |p: &[(i32, i64)]| p.iter().map(|&(p, n)| ("events".to_owned(), p, n)).collect::<Vec<_>>();
+    // The first look after an assignment is not trusted: librdkafka may still report the
+    // position of the partition's previous assignment.
+    s.positions(&positions(&[(0, 50)]));
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    assert!(sent.iter().flat_map(|b| &b.units).all(|u| u.next_offset == 12), "a fresh position moved nothing");
+    s.completed(persisted(sent.into_iter().next().unwrap()));
+    let _ = commands(&mut s, now);
     // librdkafka's positions: partition 0 past a marker at 12; partition 1 has taken nothing (a
     // position then proves nothing); partition 2's start is unknown.
-    let positions = |p: &[(i32, i64)]| p.iter().map(|&(p, n)| ("events".to_owned(), p, n)).collect::<Vec<_>>();
     s.positions(&positions(&[(0, 13), (1, 7), (2, 9)]));
-    assert_eq!(s.buffered(), 2, "a marker is no message");
+    assert_eq!(s.buffered(), 0, "a marker is no message");
     s.flush_all();
     let (sent, _) = commands(&mut s, now);
     let units: Vec<(i32, Fence, i64, usize)> =
         sent.iter().flat_map(|b| &b.units).map(|u| (u.partition, u.fence, u.next_offset, u.messages)).collect();
-    assert_eq!(units, [(0, Fence::At(10), 13, 2)]);
+    assert_eq!(units, [(0, Fence::At(12), 13, 0)]);
     s.completed(persisted(sent.into_iter().next().unwrap()));
     let (_, cmds) = commands(&mut s, now);
     assert!(matches!(&cmds[..], [Command::Commit(c)] if *c == [(Arc::from("events"), 0, 13)]), "{cmds:?}");
@@ -479,8 +487,8 @@ fn with_metrics() -> (PollerState, Arc<Metrics>) {
     (PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone()), metrics)
 }
 
-fn suspects(cmds: &[Command]) -> Vec<Suspect> {
-    cmds.iter().filter_map(|c| if let Command::CheckBounds(s) = c { Some(s.clone()) } else { None }).flatten().collect()
+fn suspects(s: &mut PollerState, now: Instant) -> Vec<Suspect> {
+    s.take_suspects(now)
 }
 
 #[test]
@@ -491,17 +499,16 @@ fn a_gap_below_the_log_start_is_counted_as_lost_and_reading_goes_on() {
     // librdkafka found 1000 out of range and reset to the log start, 3000.
     take(&mut s, 0, 3000..3002);
     assert_eq!(s.buffered(), 2, "taken, not held back");
-    let (_, cmds) = commands(&mut s, now);
-    let found = suspects(&cmds);
+    let _ = commands(&mut s, now);
+    let found = suspects(&mut s, now);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].kind, Oddity::Gap { expected: 1000, got: 3000 });
     s.bounds(&found[0], 3000, 3002);
     assert_eq!(metrics.kafka_offsets_lost_total.with_label_values(&["events", "0"]).get(), 2000);
     // A marker's gap within the log is no loss; and a partition is looked at once per 10 s.
     take(&mut s, 0, 3003..3004);
-    assert!(suspects(&commands(&mut s, now).1).is_empty(), "looked at less than 10 s ago");
-    let later = commands(&mut s, now + CHECK_BOUNDS_EVERY);
-    let found = suspects(&later.1);
+    assert!(suspects(&mut s, now).is_empty(), "looked at less than 10 s ago");
+    let found = suspects(&mut s, now + CHECK_BOUNDS_EVERY);
     assert_eq!(found[0].kind, Oddity::Gap { expected: 3002, got: 3003 });
     s.bounds(&found[0], 3000, 3004);
     assert_eq!(metrics.kafka_offsets_lost_total.with_label_values(&["events", "0"]).get(), 2000);
@@ -515,8 +522,8 @@ fn a_stored_position_beyond_the_log_end_refuses_the_partition_until_archived() {
     // The topic was created again: librdkafka reset to its start, 0; nothing is taken.
     take(&mut s, 0, 0..5);
     assert_eq!(s.buffered(), 0);
-    let (_, cmds) = commands(&mut s, now);
-    let found = suspects(&cmds);
+    let _ = commands(&mut s, now);
+    let found = suspects(&mut s, now);
     assert_eq!(found[0].kind, Oddity::Replay { position: 1000, got: 0 });
     s.bounds(&found[0], 0, 5);
     let (_, cmds) = commands(&mut s, now);
@@ -531,10 +538,15 @@ fn a_stored_position_beyond_the_log_end_refuses_the_partition_until_archived() {
     // Still stored beyond the end: still refused. Archived (no row): read from the log start.
     s.recheck("events", 0, Start::Stored(1000), 0, 7);
     assert_eq!(s.refused(), parts(&[0]));
+    // The new log has grown past the stored position: still the old topic's position.
+    s.recheck("events", 0, Start::Stored(1000), 0, 1500);
+    assert_eq!(s.refused(), parts(&[0]));
     s.recheck("events", 0, Start::Kafka, 0, 7);
     let (_, cmds) = commands(&mut s, now);
+    // Kafka's committed offset moves to the new log's start at once (it may hold the old one).
     assert!(
-        matches!(&cmds[..], [Command::Seek { partition: 0, offset: 0, .. }, Command::Resume(p)] if *p == parts(&[0])),
+        matches!(&cmds[..], [Command::Seek { partition: 0, offset: 0, .. }, Command::Resume(p), Command::Commit(c)]
+            if *p == parts(&[0]) && *c == [(Arc::from("events"), 0, 0)]),
         "{cmds:?}"
     );
     assert_eq!(metrics.kafka_partitions_refused.get(), 0);
@@ -548,7 +560,7 @@ fn a_replay_under_a_position_within_the_log_refuses_nothing() {
     let now = Instant::now();
     assign(&mut s, 0, Start::Stored(10));
     take(&mut s, 0, 9..10);
-    let found = suspects(&commands(&mut s, now).1);
+    let found = suspects(&mut s, now);
     s.bounds(&found[0], 0, 50);
     assert!(s.refused().is_empty());
     take(&mut s, 0, 10..11);
@@ -576,4 +588,23 @@ fn a_topic_created_again_is_refused_from_its_assignment() {
     assert_eq!(s.refused(), parts(&[0]));
     s.recheck("events", 0, Start::Kafka, 0, 3);
     assert!(s.refused().is_empty() && metrics.kafka_partitions_refused.get() == 0);
+}
+
+#[test]
+fn a_unit_persisted_after_its_partition_was_refused_commits_nothing_to_kafka() {
+    let (mut s, _) = with_metrics();
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(1000));
+    take(&mut s, 0, 1000..1002);
+    s.flush_all();
+    let (sent, _) = commands(&mut s, now);
+    // Refused while the unit is at a worker (the topic was created again meanwhile).
+    take(&mut s, 0, 0..1);
+    let found = suspects(&mut s, now);
+    s.bounds(&found[0], 0, 1);
+    let _ = commands(&mut s, now);
+    s.completed(persisted(sent.into_iter().next().unwrap()));
+    let (_, cmds) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
+    assert!(cmds.iter().all(|c| !matches!(c, Command::Commit(_))), "{cmds:?}");
+    assert_eq!(s.buffered(), 0, "its buffer space is free all the same");
 }

@@ -56,11 +56,18 @@ pub fn describe<C: ClientContext>(
                     continue;
                 }
                 let id = rd::rd_kafka_TopicDescription_topic_id(d);
-                if id.is_null() {
+                // All zeros: the broker has no id for it (older than 2.8).
+                if id.is_null()
+                    || (rd::rd_kafka_Uuid_most_significant_bits(id) == 0 && rd::rd_kafka_Uuid_least_significant_bits(id) == 0)
+                {
+                    continue;
+                }
+                let text = rd::rd_kafka_Uuid_base64str(id);
+                if text.is_null() {
                     continue;
                 }
                 let name = CStr::from_ptr(rd::rd_kafka_TopicDescription_name(d)).to_string_lossy().into_owned();
-                ids.insert(name, CStr::from_ptr(rd::rd_kafka_Uuid_base64str(id)).to_string_lossy().into_owned());
+                ids.insert(name, CStr::from_ptr(text).to_string_lossy().into_owned());
             }
             Ok(ids)
         };

@@ -215,6 +215,12 @@ impl OffsetTracker {
         }
     }
 
+    pub fn is_refused(&self, topic: &str, partition: i32) -> bool {
+        self.topics.iter().find(|(t, _)| &**t == topic).is_some_and(|(_, parts)| {
+            usize::try_from(partition).ok().and_then(|i| parts.get(i)).is_some_and(|s| s.as_ref().is_some_and(|s| s.refused))
+        })
+    }
+
     /// Refused partitions.
     pub fn refused(&self) -> Vec<(Arc<str>, i32)> {
         self.partitions_where(|s| s.refused)
