@@ -406,11 +406,9 @@ impl Poller {
     /// Once a second: librdkafka's application positions, so that partitions ending in
     /// transaction markers are moved past them ([`PollerState::positions`]).
     fn check_positions(&mut self) {
-        let now = Instant::now();
-        if now < self.next_positions {
+        if !due(&mut self.next_positions, POSITIONS_EVERY) {
             return;
         }
-        self.next_positions = now + POSITIONS_EVERY;
         let Ok(list) = self.consumer.position() else { return };
         let positions: Vec<(String, i32, i64)> = list
             .elements()
@@ -449,11 +447,9 @@ impl Poller {
     /// created again without a rebalance (librdkafka goes on fetching at the old position when
     /// the new log reaches it) shows nothing else: no gap, no replay.
     fn check_topic_ids(&mut self) {
-        let now = Instant::now();
-        if now < self.next_topic_ids {
+        if !due(&mut self.next_topic_ids, CHECK_BOUNDS_EVERY) {
             return;
         }
-        self.next_topic_ids = now + CHECK_BOUNDS_EVERY;
         let mut topics: Vec<String> =
             self.consumer.context().core().state.assignment().iter().map(|(t, _)| t.to_string()).collect();
         topics.sort_unstable();
@@ -473,11 +469,9 @@ impl Poller {
     /// Every 10 s while a partition is refused: what PostgreSQL holds for it now, and its log
     /// bounds ([`PollerState::recheck`]): an operator may have archived the old topic's rows.
     fn recheck_refused(&mut self) {
-        let now = Instant::now();
-        if now < self.next_refused {
+        if !due(&mut self.next_refused, CHECK_BOUNDS_EVERY) {
             return;
         }
-        self.next_refused = now + CHECK_BOUNDS_EVERY;
         let refused = self.consumer.context().core().state.refused();
         if refused.is_empty() {
             return;
@@ -579,6 +573,16 @@ impl Poller {
         tracing::info!("consumer closed");
         Ok(())
     }
+}
+
+/// Whether a periodic step is due now; if so, the next one is `every` from now.
+fn due(next: &mut Instant, every: Duration) -> bool {
+    let now = Instant::now();
+    if now < *next {
+        return false;
+    }
+    *next = now + every;
+    true
 }
 
 /// An empty vector of another lifetime in `v`'s memory (collected in place: no allocation).
