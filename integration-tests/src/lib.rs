@@ -279,6 +279,31 @@ impl Env {
         }
     }
 
+    /// A login role of the test's database that may read every table and write only `writable`
+    /// (INSERT and UPDATE), and a URL that logs in as it: `(role, url)`. [`Env::drop_role`] removes it.
+    pub async fn restricted_role(&self, prefix: &str, password: &str, writable: &[&str]) -> (String, String) {
+        let role = format!("{prefix}_{}", &self.name[self.name.len() - 10..]);
+        self.db()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD '{password}';
+                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+                 GRANT INSERT, UPDATE ON {} TO {role};",
+                writable.join(", ")
+            ))
+            .await
+            .expect("creating a restricted role");
+        let url = self.database_url.replacen("aurore:aurore@", &format!("{role}:{password}@"), 1);
+        assert_ne!(url, self.database_url, "the test rewrites the stack's credentials");
+        (role, url)
+    }
+
+    /// Removes a role made by [`Env::restricted_role`] (roles are the cluster's, not the database's).
+    pub async fn drop_role(&self, role: &str) {
+        let sql = format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}");
+        self.db().await.batch_execute(&sql).await.expect("dropping a restricted role");
+    }
+
     /// A client of the test's database.
     pub async fn db(&self) -> tokio_postgres::Client {
         connect(&self.database_url).await

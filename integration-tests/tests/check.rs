@@ -97,20 +97,11 @@ async fn a_missing_topic_is_named() {
 async fn a_role_without_insert_is_told_what_to_grant() {
     let env = Env::new("check_role", 1, &[]).await;
     migrate(&env);
-    let role = format!("it_check_{}", &env.name[env.name.len() - 10..]);
     let password = "ro-secret-5d2a";
-    let db = env.db().await;
     // Reads everything, writes nothing to events and dead_letters.
-    db.batch_execute(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD '{password}';
-         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
-         GRANT INSERT, UPDATE ON consumer_offsets, event_counts, topic_ids TO {role};"
-    ))
-    .await
-    .unwrap();
-    let url = env.database_url.replacen("aurore:aurore@", &format!("{role}:{password}@"), 1);
+    let (role, url) = env.restricted_role("it_check", password, &["consumer_offsets", "event_counts", "topic_ids"]).await;
     let (code, out, err) = check(&env, &url, &["--no-migrate"]);
-    db.batch_execute(&format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}")).await.unwrap();
+    env.drop_role(&role).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(line(&out, "migrations").0, "ok", "the role may read the migration history");
     for table in ["events", "dead_letters"] {

@@ -55,17 +55,8 @@ async fn a_role_without_insert_is_fatal_with_a_clear_error() {
             .unwrap()
             .success()
     );
-    let role = format!("it_ro_{}", &env.name[env.name.len() - 10..]);
+    let (role, url) = env.restricted_role("it_ro", "ro", &["consumer_offsets", "dead_letters", "event_counts"]).await;
     let db = env.db().await;
-    db.batch_execute(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'ro';
-         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
-         GRANT INSERT, UPDATE ON consumer_offsets, dead_letters, event_counts TO {role};"
-    ))
-    .await
-    .unwrap();
-    let url = env.database_url.replacen("aurore:aurore@", &format!("{role}:ro@"), 1);
-    assert_ne!(url, env.database_url, "the test rewrites the stack's credentials");
     env.produce(&env.producer(&[]), (0..10).map(|i| (0, Some(event("s", "t", i)))).collect()).await;
     let mut aurore = integration_tests::Aurore::spawn_with(&env, &["--no-migrate"], integration_tests::free_port(), &url);
     let code = aurore.wait_exit(Duration::from_secs(60)).await;
@@ -77,5 +68,5 @@ async fn a_role_without_insert_is_fatal_with_a_clear_error() {
         db.query_one("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM consumer_offsets)", &[]).await.unwrap().get(0);
     assert_eq!(rows, 0, "nothing committed past the error");
     assert!(env.kafka_committed().values().all(|o| *o < 0), "no Kafka offset committed");
-    db.batch_execute(&format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}")).await.unwrap();
+    env.drop_role(&role).await;
 }
