@@ -131,9 +131,7 @@ fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
 
 /// Another live process holds this `--instance-id`'s lease ([`db::instance_lease`]). Exit code 3.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "--instance-id {instance_id} is in use by another live process of group {group} (it holds the id's lease in PostgreSQL); this one stops"
-)]
+#[error("--instance-id {instance_id} is in use by another live process of group {group} (it holds the id's lease in PostgreSQL)")]
 pub struct InstanceInUse {
     instance_id: String,
     group: String,
@@ -151,7 +149,7 @@ async fn run_until_admitted(args: RunArgs) -> anyhow::Result<()> {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(e);
                 }
-                tracing::warn!(error = %e, "trying again in 2 s, until --instance-id-wait has passed");
+                tracing::warn!(error = %e, "trying again in 2 s, until --instance-id-wait has passed; then this process stops (exit 3)");
                 tokio::select! {
                     _ = shutdown::signal() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}

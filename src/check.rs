@@ -59,7 +59,11 @@ fn kafka(args: &RunArgs) -> Vec<(bool, String, String)> {
     let metadata = match fetch_metadata(args, &args.kafka_brokers) {
         Ok(m) => m,
         Err(e) => {
-            lines.push((false, "kafka".into(), format!("no broker of {} answered: {e}", args.kafka_brokers)));
+            let text = format!(
+                "no broker of {} answered: {e}; check --kafka-brokers (KAFKA_BROKERS) and --kafka-config's security settings",
+                args.kafka_brokers
+            );
+            lines.push((false, "kafka".into(), text));
             return lines;
         }
     };
@@ -102,20 +106,34 @@ fn fetch_metadata(args: &RunArgs, brokers: &str) -> Result<Metadata, String> {
     let mut config = client_config(args);
     // librdkafka's own complaints would repeat on stderr what the line says.
     config.set("bootstrap.servers", brokers).set_log_level(RDKafkaLogLevel::Emerg);
-    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).map_err(|e| e.to_string())?;
     consumer.fetch_metadata(None, KAFKA_TIMEOUT).map_err(|e| format!("{e} (within {} s)", KAFKA_TIMEOUT.as_secs()))
 }
+
+/// A client context that keeps librdkafka's own log and error reports off stderr: the check's
+/// line says what failed (an unreachable broker would otherwise print dozens of lines).
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {}
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// What to look at when PostgreSQL cannot be reached.
+const POSTGRES_HINT: &str = "check --database-url (DATABASE_URL): host, port, user, password, database, sslmode";
 
 /// The connection, the migrations, the privileges.
 async fn postgresql(args: &RunArgs, out: &mut Lines) {
     let url = &args.db.database_url;
     let pool = match db::pool(url, 1, args.db.db_connect_timeout) {
         Ok(pool) => pool,
-        Err(e) => return out.failed("postgresql", format!("{url}: {e}")),
+        Err(e) => return out.failed("postgresql", format!("{url}: {e}; {POSTGRES_HINT}")),
     };
     let mut client = match pool.get().await {
         Ok(client) => client,
-        Err(e) => return out.failed("postgresql", format!("{url}: {}", db::describe_pool(&e))),
+        Err(e) => return out.failed("postgresql", format!("{url}: {}; {POSTGRES_HINT}", db::describe_pool(&e))),
     };
     let role = match client.query_one("SELECT current_setting('server_version'), current_user::text", &[]).await {
         Ok(row) => {
@@ -123,7 +141,7 @@ async fn postgresql(args: &RunArgs, out: &mut Lines) {
             out.ok("postgresql", format!("{url}: PostgreSQL {}, as role {role}", row.get::<_, String>(0)));
             role
         }
-        Err(e) => return out.failed("postgresql", format!("{url}: {}", db::describe(&e))),
+        Err(e) => return out.failed("postgresql", format!("{url}: {}; {POSTGRES_HINT}", db::describe(&e))),
     };
     let pending = match db::applied_migrations(&mut client).await {
         Ok(applied) => {

@@ -152,7 +152,7 @@ impl ArchiveArgs {
 pub struct DbArgs {
     /// PostgreSQL connection URL or key=value string (sslmode=disable|prefer|require honoured;
     /// TLS through rustls with the Mozilla roots). Required.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
     /// Connections in the pool. Default: flush workers + 2.
@@ -413,6 +413,25 @@ impl FromStr for DatabaseUrl {
             return Err("the connection string names no database".into());
         }
         Ok(DatabaseUrl { config })
+    }
+}
+
+/// Parses `--database-url` without clap's usual error, which repeats the value (and with it
+/// the password).
+#[derive(Clone)]
+struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(&self, cmd: &clap::Command, _: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<DatabaseUrl, clap::Error> {
+        let refuse = |why: &str| {
+            let msg = format!(
+                "invalid value for --database-url (DATABASE_URL): {why} (the value is not shown: it may hold a password)\n"
+            );
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, msg).with_cmd(cmd)
+        };
+        value.to_str().ok_or_else(|| refuse("not UTF-8"))?.parse().map_err(|e: String| refuse(&e))
     }
 }
 

@@ -77,6 +77,15 @@ fn the_password_never_shows() {
     assert!(!format!("{cli:?}").contains("s3cret"));
     let err = "postgres://u:pw@h/".parse::<DatabaseUrl>().unwrap_err();
     assert!(!err.contains("pw"), "{err}");
+    // A value that does not parse is not repeated by the argument parser either.
+    for bad in
+        ["mysql://aurore:S3cr3t@127.0.0.1/db", "postgres://aurore:S3cr3t@127.0.0.1:99999/db", "host=h password=S3cr3t port=x"]
+    {
+        for cmd in ["run", "check", "migrate"] {
+            let err = Cli::try_parse_from(["aurore", cmd, "--database-url", bad]).unwrap_err().to_string();
+            assert!(!err.contains("S3cr3t") && err.contains("invalid value for --database-url"), "{cmd} {bad}: {err}");
+        }
+    }
 }
 
 #[test]

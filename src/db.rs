@@ -295,6 +295,16 @@ pub struct Archived {
 /// new one starts with nothing stored. Fails (nothing renamed) if `archive_as` has rows already.
 pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result<Archived, DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("archiving a topic"))?;
+    let tables: bool = client
+        .query_one("SELECT to_regclass('topic_ids') IS NOT NULL", &[])
+        .await
+        .map_err(DbError::pg("looking for aurore's tables"))?
+        .get(0);
+    if !tables {
+        return Err(DbError::Refused(
+            "this database has no aurore tables at the current schema: nothing to archive (run `aurore migrate` first?)".into(),
+        ));
+    }
     let tx = client.transaction().await.map_err(DbError::pg("beginning a transaction"))?;
     let taken: bool = tx
         .query_one(
@@ -314,6 +324,9 @@ pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result
             .execute(&format!("UPDATE {table} SET topic = $2 WHERE topic = $1"), &[&topic, &archive_as])
             .await
             .map_err(DbError::pg("renaming a topic's rows"))?;
+    }
+    if n == [0; 4] {
+        return Err(DbError::Refused(format!("nothing is stored for topic {topic:?}: check --topic (nothing was renamed)")));
     }
     tx.commit().await.map_err(DbError::pg("committing the archive"))?;
     Ok(Archived { events: n[0], dead_letters: n[1], partitions: n[2] })

@@ -73,6 +73,7 @@ async fn a_wrong_password_fails_in_the_servers_words_and_is_never_printed() {
     let (status, text) = line(&out, "postgresql");
     assert_eq!(status, "FAILED");
     assert!(text.contains("password authentication failed for user \"aurore\" (SQLSTATE 28P01)"), "{text}");
+    assert!(text.ends_with("check --database-url (DATABASE_URL): host, port, user, password, database, sslmode"), "{text}");
     assert!(!out.contains(password) && !err.contains(password), "the password is printed:\n{out}{err}");
     assert!(!out.contains("migrations:"), "no migration line without a connection:\n{out}");
     assert_eq!(line(&out, "kafka").0, "ok", "the other checks still run");
@@ -128,4 +129,28 @@ fn bad_usage_exits_2_with_one_line() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_one_line_that_says_what_to_check() {
+    let env = Env::new("check_broker", 1, &[]).await;
+    let mut args = env.aurore_args(0, &["--kafka-brokers", "127.0.0.1:1"]);
+    args[0] = "check".into();
+    let out = Command::new(aurore_bin())
+        .args(&args)
+        .env("DATABASE_URL", &env.database_url)
+        .env("AURORE_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let (status, text) = line(&stdout, "kafka");
+    assert_eq!(status, "FAILED");
+    assert!(
+        text.starts_with("no broker of 127.0.0.1:1 answered") && text.contains("check --kafka-brokers (KAFKA_BROKERS)"),
+        "{text}"
+    );
+    // librdkafka's own complaints stay off stderr: the summary alone (logged, then plain).
+    assert!(stderr.lines().count() <= 2, "{stderr}");
+    assert_eq!(line(&stdout, "postgresql").0, "ok", "the other checks still run");
 }

@@ -174,3 +174,25 @@ async fn a_topic_created_again_without_a_rebalance_is_refused_by_its_id() {
     wait_refused(&aurore).await;
     assert!(aurore.log_text().contains("Kafka's topic id changed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_a_topic_with_nothing_stored_is_refused() {
+    let env = Env::new("archive_nothing", 1, &[]).await;
+    let run = |args: &[&str]| {
+        Command::new(aurore_bin())
+            .args(args)
+            .env("DATABASE_URL", &env.database_url)
+            .env("AURORE_LOG_FORMAT", "text")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["archive-topic", "--topic", "no-such-topic"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no aurore tables"), "an empty database: {err}");
+    assert!(run(&["migrate"]).status.success());
+    let out = run(&["archive-topic", "--topic", "no-such-topic"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing is stored for topic \"no-such-topic\": check --topic"), "{err}");
+}
