@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::BaseConsumer;
@@ -13,9 +13,10 @@ use tokio::task::JoinSet;
 
 use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
 use crate::db;
-use crate::health::Health;
+use crate::health::{Health, KafkaState};
 use crate::kafka::client::client_config;
-use crate::kafka::poller::{ConsumerError, Parts, Poller};
+use crate::kafka::liveness::PollWatch;
+use crate::kafka::poller::{ConsumerError, LONGEST_WAIT, Parts, Poller};
 use crate::metrics::Metrics;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::Buffer;
@@ -127,6 +128,18 @@ pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
 /// librdkafka validates its settings when a client is created: done before anything runs.
 fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
     client_config(args).create::<BaseConsumer>().map(drop).map_err(|e| ConfigError(format!("Kafka settings: {e}")))
+}
+
+/// The poll thread stopped answering ([`PollWatch`]): the process stops with exit code 1, its
+/// consumer left as it is (the group sees the member's session time out, or, with
+/// `--instance-id`, the restarted process take over).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Kafka poll thread has not come back for {silent_s} s (last seen {phase}): stopping so that a supervisor restarts aurore; PostgreSQL holds every committed offset, nothing is lost"
+)]
+pub struct PollStalled {
+    silent_s: u64,
+    phase: &'static str,
 }
 
 /// Another live process holds this `--instance-id`'s lease ([`db::instance_lease`]). Exit code 3.
@@ -242,6 +255,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     });
+    let watch = Arc::new(PollWatch::default());
     let poller = Poller::new(Parts {
         args: args.clone(),
         pool: pool.clone(),
@@ -255,6 +269,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         abort: abort.clone(),
         recreate: recreate.clone(),
+        watch: watch.clone(),
     })
     .map_err(|e| ConfigError(e.to_string()))?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -269,10 +284,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut failure: Option<anyhow::Error> = None;
     let mut abort_armed = false;
+    let stall_bound = args.group_liveness_timeout + LONGEST_WAIT;
+    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
     let polled = loop {
         tokio::select! {
             biased;
-            r = &mut done_rx => break r,
+            r = &mut done_rx => break Some(r),
+            _ = watchdog.tick() => {
+                if let Some((silent, phase)) = watch.stalled(Instant::now(), stall_bound) {
+                    // Nothing takes a thread back from inside librdkafka: stop, and let the
+                    // supervisor restart aurore. PostgreSQL holds every committed offset.
+                    health.set_kafka(KafkaState::PollStalled);
+                    failure = Some(PollStalled { silent_s: silent.as_secs(), phase: phase.as_str() }.into());
+                    abort.cancel();
+                    shutdown.cancel();
+                    break None;
+                }
+            }
             Some(joined) = workers.join_next() => {
                 if let Ok(Err(e)) = joined {
                     // Nothing more can be persisted: stop at once, commit nothing further.
@@ -292,11 +320,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     match polled {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+        Some(Ok(Ok(()))) | None => {}
+        Some(Ok(Err(e))) => {
             failure.get_or_insert(e.into());
         }
-        Err(_) => {
+        Some(Err(_)) => {
             failure.get_or_insert(anyhow::anyhow!("the poll thread panicked"));
         }
     }

@@ -247,8 +247,11 @@ pub struct RunArgs {
     pub max_event_bytes: usize,
 
     /// A consumer out of its group this long while a broker answers is recreated (and `/health`
-    /// says `not_in_group` meanwhile). At least 10s (librdkafka's statistics, which tell, come
-    /// every 5 s). Default 60s: longer than a rebalance with the default session timeout.
+    /// says `not_in_group` meanwhile); each recreation in a row doubles it, up to 8×. At least
+    /// 10s (librdkafka's statistics, which tell, come every 5 s) and, under the classic
+    /// protocol, longer than `session.timeout.ms`. A poll thread silent this long plus 10 s
+    /// stops the process (exit 1). Default 60s: longer than a rebalance with the default 45 s
+    /// session timeout.
     #[arg(long, env = "AURORE_GROUP_LIVENESS_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub group_liveness_timeout: Duration,
 
@@ -296,6 +299,9 @@ pub enum GroupProtocol {
     /// KIP-848: the broker assigns, incrementally; Kafka 4.0 or newer.
     Consumer,
 }
+
+/// librdkafka's default `session.timeout.ms` (CONFIGURATION.md: 45000).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
 
 /// Settings of the consumer that aurore decides itself.
 pub const OWNED_KAFKA_KEYS: &[&str] = &[
@@ -373,6 +379,23 @@ impl RunArgs {
         }
         if self.group_liveness_timeout < Duration::from_secs(10) {
             return bad(format!("--group-liveness-timeout must be at least 10s, got {:?}", self.group_liveness_timeout));
+        }
+        if self.group_protocol == GroupProtocol::Classic {
+            // A rebalance rightly waits that long for a member that vanished without leaving:
+            // recreating the consumer sooner interrupts the rebalance that would let it in.
+            let session_ms = match self.kafka_config.iter().rev().find(|(k, _)| k == "session.timeout.ms") {
+                None => DEFAULT_SESSION_TIMEOUT_MS,
+                Some((_, v)) => v.parse::<u64>().map_err(|_| {
+                    ConfigError(format!("--kafka-config session.timeout.ms must be a number of milliseconds, got {v:?}"))
+                })?,
+            };
+            if self.group_liveness_timeout <= Duration::from_millis(session_ms) {
+                return bad(format!(
+                    "--group-liveness-timeout {:?} must be longer than the session timeout (session.timeout.ms {session_ms}): \
+                     raise it, or lower session.timeout.ms with --kafka-config",
+                    self.group_liveness_timeout
+                ));
+            }
         }
         if self.linger.is_zero() || self.shutdown_timeout.is_zero() {
             return bad("--linger and --shutdown-timeout must be positive".into());

@@ -53,6 +53,20 @@ fn static_membership_and_the_group_protocol() {
 }
 
 #[test]
+fn the_liveness_bound_must_outlast_the_classic_session_timeout() {
+    assert_eq!(run(&[]).unwrap().group_liveness_timeout, Duration::from_secs(60));
+    let e = run(&["--group-liveness-timeout", "45s"]).unwrap_err();
+    assert!(e.contains("longer than the session timeout (session.timeout.ms 45000)"), "{e}");
+    let short = ["--group-liveness-timeout", "10s", "--kafka-config", "session.timeout.ms=6000"];
+    assert_eq!(run(&short).unwrap().group_liveness_timeout, Duration::from_secs(10));
+    let e = run(&["--group-liveness-timeout", "10s", "--kafka-config", "session.timeout.ms=soon"]).unwrap_err();
+    assert!(e.contains("session.timeout.ms must be a number of milliseconds"), "{e}");
+    // KIP-848: the session timeout is the broker's, not known here.
+    assert!(run(&["--group-liveness-timeout", "10s", "--group-protocol", "consumer"]).is_ok());
+    assert!(run(&["--group-liveness-timeout", "9s", "--group-protocol", "consumer"]).unwrap_err().contains("at least 10s"));
+}
+
+#[test]
 fn bad_values_are_refused_with_a_reason() {
     for (args, says) in [
         (&["--batch-size", "0"][..], "--batch-size must be at least 1"),

@@ -23,6 +23,9 @@ pub enum KafkaState {
     /// Out of the group while a broker answers, longer than `--group-liveness-timeout`: the
     /// consumer is being recreated.
     NotInGroup = 5,
+    /// The poll thread has not come back for `--group-liveness-timeout` plus 10 s: the process
+    /// is stopping.
+    PollStalled = 6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,6 +125,7 @@ impl Health {
             3 => KafkaState::TopicMissing,
             4 => KafkaState::Refused,
             5 => KafkaState::NotInGroup,
+            6 => KafkaState::PollStalled,
             _ => KafkaState::Unknown,
         }
     }
@@ -172,8 +176,14 @@ impl Health {
 /// missing, a partition refused). Degraded: it works, but not fully (database errors being
 /// retried, breaker probing, buffer full so fetching is paused).
 pub fn status(db_up: bool, breaker: BreakerState, kafka: KafkaState, buffer_full: bool) -> Status {
-    let kafka_down =
-        matches!(kafka, KafkaState::BrokersDown | KafkaState::TopicMissing | KafkaState::Refused | KafkaState::NotInGroup);
+    let kafka_down = matches!(
+        kafka,
+        KafkaState::BrokersDown
+            | KafkaState::TopicMissing
+            | KafkaState::Refused
+            | KafkaState::NotInGroup
+            | KafkaState::PollStalled
+    );
     if breaker == BreakerState::Open || kafka_down {
         Status::Down
     } else if !db_up || breaker == BreakerState::HalfOpen || buffer_full {

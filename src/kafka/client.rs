@@ -5,9 +5,10 @@
 //! - **assigned**: read each partition's start from PostgreSQL ([`StoredStarts`], a bounded
 //!   wait), forward it to the burst queue, assign it at that offset, tell the state;
 //! - **revoked**: let the partitions' batches in flight commit (at most the drain timeout), taking
-//!   the workers' reports meanwhile, commit what PostgreSQL holds to Kafka synchronously, drop
-//!   what is buffered of them, then unassign. The offset fence keeps a batch that outlives the
-//!   drain harmless.
+//!   the workers' reports meanwhile, commit what PostgreSQL holds to Kafka (asynchronously:
+//!   librdkafka sends it before the unassign completes, and a synchronous commit waits without
+//!   bound for a coordinator that may not answer), drop what is buffered of them, then unassign.
+//!   The offset fence keeps a batch that outlives the drain harmless.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +25,7 @@ use rdkafka::types::RDKafkaRespErr;
 use crate::config::{GroupProtocol, RunArgs};
 use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
-use crate::kafka::liveness::{Liveness, Observed};
+use crate::kafka::liveness::{Liveness, Observed, Phase, PollWatch};
 use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
 use crate::logging::Structured;
@@ -82,6 +83,11 @@ pub struct Context {
     liveness: Mutex<Liveness>,
     /// Out of the group too long ([`Liveness`]): the poll loop recreates the consumer.
     stuck: AtomicBool,
+    /// Stamped by the rebalance callbacks too: they run on the poll thread.
+    watch: Arc<PollWatch>,
+    /// Replaced by a new consumer and closing: its last callbacks touch neither health nor
+    /// metrics, and it takes no assignment.
+    retired: AtomicBool,
 }
 
 impl Context {
@@ -89,7 +95,8 @@ impl Context {
         core: Core,
         starts: StoredStarts,
         drain_timeout: Duration,
-        liveness: Duration,
+        liveness: Liveness,
+        watch: Arc<PollWatch>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
@@ -101,9 +108,22 @@ impl Context {
             metrics,
             health,
             messages: Forwarder::none(),
-            liveness: Mutex::new(Liveness::new(liveness)),
+            liveness: Mutex::new(liveness),
             stuck: AtomicBool::new(false),
+            watch,
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// The liveness judgement, for the consumer that replaces this one.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.lock().expect("liveness lock").clone()
+    }
+
+    /// This consumer is being replaced: from now on its callbacks touch neither health nor
+    /// metrics, and it takes no assignment.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// Whether the consumer stayed out of its group too long and must be recreated.
@@ -131,8 +151,10 @@ impl Context {
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, cooperative: bool) -> KafkaResult<()> {
+        self.watch.stamp(Phase::Assigning);
         let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let starts = self.starts.read_for(consumer.client(), &partitions, START_TIMEOUT);
+        self.watch.stamp(Phase::Assigning);
         for ((topic, p), start) in partitions.iter().zip(&starts) {
             // Before the assign starts fetching it.
             if !self.messages.forward(consumer, topic, *p) {
@@ -168,8 +190,9 @@ impl Context {
         let deadline = Instant::now() + self.drain_timeout;
         core.absorb_reports();
         while core.state.in_flight(&partitions) {
+            self.watch.stamp(Phase::Revoking);
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !core.wait_report(left) {
+            if left.is_zero() || !core.wait_report(left.min(Duration::from_secs(1))) {
                 tracing::warn!(
                     timeout_ms = self.drain_timeout.as_millis() as u64,
                     "revoked partitions still had batches in flight; the offset fence keeps them exact"
@@ -179,7 +202,7 @@ impl Context {
         }
         core.execute(consumer, CommitMode::Async);
         if !consumer.assignment_lost() {
-            core::commit(consumer, &core.state.commits_of(&partitions), CommitMode::Sync);
+            core::commit(consumer, &core.state.commits_of(&partitions), CommitMode::Async);
         }
         core.state.revoked(&partitions);
         core.execute(consumer, CommitMode::Async);
@@ -203,6 +226,9 @@ impl Context {
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         let mut sum = 0;
         for (topic, t) in &stats.topics {
             for (&p, part) in &t.partitions {
@@ -232,6 +258,10 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.retired.load(Ordering::Relaxed) {
+            tracing::debug!(%error, reason, "Kafka client error from a consumer being replaced");
+            return;
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_kafka(KafkaState::BrokersDown);
         }
@@ -242,8 +272,17 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        self.metrics.kafka_rebalances_total.inc();
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        if self.retired.load(Ordering::Relaxed) {
+            // Closing: whatever the group says, this consumer holds nothing.
+            let _ = match (err, cooperative) {
+                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, true) => consumer.incremental_unassign(tpl),
+                (_, true) => Ok(()),
+                (_, false) => consumer.unassign(),
+            };
+            return;
+        }
+        self.metrics.kafka_rebalances_total.inc();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl, cooperative),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl, cooperative),

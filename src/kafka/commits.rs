@@ -92,13 +92,18 @@ impl Commits {
         due
     }
 
-    /// What PostgreSQL holds for these partitions (for the synchronous commit of a revocation).
+    /// What PostgreSQL holds for these partitions (the commit of a revocation).
     pub fn of(&self, partitions: &[(Arc<str>, i32)]) -> Vec<Offset> {
         self.parts
             .iter()
             .filter(|p| partitions.iter().any(|(t, q)| *q == p.partition && **t == *p.topic))
             .map(|p| (p.topic.clone(), p.partition, p.persisted))
             .collect()
+    }
+
+    /// How many owned partitions Kafka has not confirmed at what PostgreSQL holds.
+    pub fn unconfirmed(&self) -> usize {
+        self.parts.iter().filter(|p| p.confirmed != Some(p.persisted)).count()
     }
 
     /// What PostgreSQL holds for every owned partition (the final commit).
@@ -118,10 +123,12 @@ mod tests {
         let now = Instant::now();
         c.stored(&t, 0, 10);
         assert!(c.take_due(now).is_empty(), "a stored start waits for the recommit");
+        assert_eq!(c.unconfirmed(), 1);
         c.persisted(&t, 1, 5);
         assert_eq!(c.take_due(now), vec![(t.clone(), 1, 5)]);
         assert!(c.take_due(now).is_empty());
         c.confirmed("events", 1, 5);
+        assert_eq!(c.unconfirmed(), 1, "partition 0 is still unconfirmed");
         let later = now + RECOMMIT * 2;
         assert_eq!(c.take_due(later), vec![(t.clone(), 0, 10)], "only the unconfirmed one");
         assert!(c.take_due(later).is_empty(), "not before the next recommit");

@@ -7,7 +7,15 @@
 //! 5 s): `cgrp.join_state` is `steady` while the member is in the group with its assignment
 //! applied, whatever the protocol. A broker that does not answer is not the consumer's fault:
 //! that time is not counted.
+//!
+//! That judgement runs on the poll thread, so it cannot see the poll thread itself stop (a call
+//! into librdkafka that never returns). [`PollWatch`] does: the loop stamps it, and a task on the
+//! async runtime ([`PollWatch::stalled`]) stops the process when the stamp grows older than the
+//! bound: nothing can take a thread back from inside librdkafka, and PostgreSQL holds every
+//! committed offset, so a restart (static membership: a takeover in about a second) loses
+//! nothing.
 
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What one statistics report says.
@@ -19,22 +27,34 @@ pub struct Observed {
     pub in_group: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Liveness {
+    base: Duration,
+    /// The bound now: doubled by each recreation that did not bring the member back into its
+    /// group, up to [`MAX_BACKOFF`] × `base`; back to `base` once in the group.
     bound: Duration,
     /// Since when a broker has answered while the member was out of its group.
     out_since: Option<Instant>,
 }
 
+/// The most the bound grows by recreations in a row: a recreation interrupts the rebalance
+/// that would have let the member in, so recreating at a fixed pace can keep a group from ever
+/// settling (seen with a 10 s bound after a broker restart: each new member waited for the one
+/// before it, which had not left, to time out).
+pub const MAX_BACKOFF: u32 = 8;
+
 impl Liveness {
     /// Stuck after `bound` out of the group with a broker answering.
     pub fn new(bound: Duration) -> Self {
-        Liveness { bound, out_since: None }
+        Liveness { base: bound, bound, out_since: None }
     }
 
     /// Takes in a report; true once the member has been out of its group, with a broker
-    /// answering, for `bound` or longer.
+    /// answering, for the bound or longer.
     pub fn observe(&mut self, now: Instant, seen: Observed) -> bool {
+        if seen.in_group {
+            self.bound = self.base;
+        }
         if seen.in_group || !seen.broker_up {
             self.out_since = None;
             return false;
@@ -43,15 +63,99 @@ impl Liveness {
         now.duration_since(since) >= self.bound
     }
 
-    /// A new consumer was made: it gets the whole bound to join.
-    pub fn reset(&mut self) {
+    /// A new consumer was made: it gets twice the bound to join (see [`MAX_BACKOFF`]).
+    pub fn recreated(&mut self) {
         self.out_since = None;
+        self.bound = (self.bound * 2).min(self.base * MAX_BACKOFF);
+    }
+
+    /// The bound now.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+}
+
+/// What the poll thread was doing at its last stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Polling = 0,
+    Assigning = 1,
+    Revoking = 2,
+    Closing = 3,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Polling => "polling",
+            Phase::Assigning => "assigning partitions",
+            Phase::Revoking => "revoking partitions",
+            Phase::Closing => "closing the consumer",
+        }
+    }
+}
+
+/// The poll thread's last sign of life: stamped by the loop (one relaxed store an iteration, not
+/// one an event), read once a second by the watchdog.
+#[derive(Debug)]
+pub struct PollWatch {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at the last stamp.
+    last_ms: AtomicU64,
+    phase: AtomicU8,
+}
+
+impl Default for PollWatch {
+    fn default() -> Self {
+        PollWatch { epoch: Instant::now(), last_ms: AtomicU64::new(0), phase: AtomicU8::new(Phase::Polling as u8) }
+    }
+}
+
+impl PollWatch {
+    /// The thread is alive, doing `phase`.
+    pub fn stamp(&self, phase: Phase) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// How long since the last stamp, at `now`, and what the thread was doing then.
+    pub fn silent_for(&self, now: Instant) -> (Duration, Phase) {
+        let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let phase = match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Assigning,
+            2 => Phase::Revoking,
+            3 => Phase::Closing,
+            _ => Phase::Polling,
+        };
+        (now.saturating_duration_since(last), phase)
+    }
+
+    /// `Some` once the thread has been silent for `bound` or longer.
+    pub fn stalled(&self, now: Instant, bound: Duration) -> Option<(Duration, Phase)> {
+        let (silent, phase) = self.silent_for(now);
+        (silent >= bound).then_some((silent, phase))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_thread_silent_for_the_bound_is_stalled_with_its_last_phase() {
+        let w = PollWatch::default();
+        let t = Instant::now();
+        w.stamp(Phase::Revoking);
+        let bound = Duration::from_secs(70);
+        assert_eq!(w.stalled(t, bound), None);
+        assert_eq!(w.stalled(t + Duration::from_secs(69), bound), None);
+        let (silent, phase) = w.stalled(t + Duration::from_secs(71), bound).expect("stalled");
+        assert!(silent >= bound);
+        assert_eq!(phase, Phase::Revoking);
+        w.stamp(Phase::Polling);
+        assert_eq!(w.stalled(Instant::now(), bound), None, "a stamp restarts the clock");
+    }
 
     const OUT: Observed = Observed { broker_up: true, in_group: false };
     const IN: Observed = Observed { broker_up: true, in_group: true };
@@ -64,8 +168,28 @@ mod tests {
         assert!(!l.observe(t, OUT));
         assert!(!l.observe(t + Duration::from_secs(59), OUT));
         assert!(l.observe(t + Duration::from_secs(60), OUT));
-        l.reset();
+        l.recreated();
         assert!(!l.observe(t + Duration::from_secs(65), OUT), "a new consumer gets the whole bound");
+    }
+
+    #[test]
+    fn recreations_in_a_row_double_the_bound_up_to_the_cap_and_joining_resets_it() {
+        let base = Duration::from_secs(10);
+        let mut l = Liveness::new(base);
+        let mut t = Instant::now();
+        let mut bounds = Vec::new();
+        for _ in 0..6 {
+            assert!(!l.observe(t, OUT));
+            let b = l.bound();
+            assert!(!l.observe(t + b - Duration::from_millis(1), OUT), "not before the bound");
+            assert!(l.observe(t + b, OUT));
+            bounds.push(b.as_secs());
+            l.recreated();
+            t += b;
+        }
+        assert_eq!(bounds, [10, 20, 40, 80, 80, 80]);
+        assert!(!l.observe(t, IN));
+        assert_eq!(l.bound(), base, "in the group: back to the configured bound");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::config::RunArgs;
 use crate::health::{Health, KafkaState};
 use crate::kafka::client::{Context, client_config};
 use crate::kafka::core::{self, Core};
+use crate::kafka::liveness::{Liveness, Phase, PollWatch};
 use crate::kafka::queue::{BURST, MessageQueue, Messages};
 use crate::kafka::starts::StoredStarts;
 use crate::kafka::state::{CHECK_BOUNDS_EVERY, Msg, PollerState, Settings};
@@ -45,6 +46,15 @@ const HOLD_MAX: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
 /// How often librdkafka's application positions are compared with what was taken.
 const POSITIONS_EVERY: Duration = Duration::from_secs(1);
+/// The longest a consumer being replaced, or stopping, is given to leave its group. A consumer
+/// that cannot close (its group stuck) would otherwise hold the poll thread for ever.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the final commit waits for Kafka's confirmation.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest single wait on the poll thread between two stamps of its [`PollWatch`]
+/// (reading partition starts on assignment, closing a consumer): the watchdog's bound is
+/// `--group-liveness-timeout` plus this.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything the poll loop needs.
 pub struct Parts {
@@ -61,6 +71,8 @@ pub struct Parts {
     pub abort: Shutdown,
     /// Set on SIGHUP: recreate the consumer, as a stuck one is.
     pub recreate: Arc<AtomicBool>,
+    /// Stamped by the poll thread, watched from the runtime.
+    pub watch: Arc<PollWatch>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +132,12 @@ struct ClientParts {
     health: Arc<Health>,
     buffer: Arc<Buffer>,
     settings: Settings,
+    watch: Arc<PollWatch>,
 }
 
 impl ClientParts {
     /// A consumer around `core`, and its burst queue.
-    fn make(&self, core: Core) -> Result<(BaseConsumer<Context>, MessageQueue), ConsumerError> {
+    fn make(&self, core: Core, liveness: Liveness) -> Result<(BaseConsumer<Context>, MessageQueue), ConsumerError> {
         let starts = StoredStarts {
             pool: self.pool.clone(),
             database: Arc::from(self.args.db.database_url.to_string()),
@@ -134,7 +147,8 @@ impl ClientParts {
             core,
             starts,
             self.args.rebalance_drain_timeout,
-            self.args.group_liveness_timeout,
+            liveness,
+            self.watch.clone(),
             self.metrics.clone(),
             self.health.clone(),
         );
@@ -174,8 +188,9 @@ impl Poller {
             health: p.health.clone(),
             buffer: p.buffer,
             settings,
+            watch: p.watch,
         };
-        let (consumer, messages) = client.make(core)?;
+        let (consumer, messages) = client.make(core, Liveness::new(p.args.group_liveness_timeout))?;
         Ok(Poller {
             client,
             recreate: p.recreate,
@@ -223,6 +238,7 @@ impl Poller {
         let mut burst = Messages::default();
         let mut msgs: Vec<Msg<'static>> = Vec::with_capacity(BURST);
         while !self.shutdown.is_cancelled() && self.fatal.is_none() {
+            self.client.watch.stamp(Phase::Polling);
             if consumer.context().stuck() || self.recreate.swap(false, Ordering::Relaxed) {
                 return true;
             }
@@ -430,6 +446,7 @@ impl Poller {
     fn check_bounds(&mut self) {
         let suspects = self.consumer.context().core().state.take_suspects(Instant::now());
         for s in suspects {
+            self.client.watch.stamp(Phase::Polling);
             let bounds = self.consumer.fetch_watermarks(&s.topic, s.partition, Duration::from_secs(2));
             let mut core = self.consumer.context().core();
             match bounds {
@@ -479,6 +496,7 @@ impl Poller {
         let partitions: Vec<(String, i32)> = refused.iter().map(|(t, p)| (t.to_string(), *p)).collect();
         let starts = self.consumer.context().starts().read_for(self.consumer.client(), &partitions, Duration::from_secs(5));
         for ((topic, partition), start) in partitions.iter().zip(starts) {
+            self.client.watch.stamp(Phase::Polling);
             let Ok((low, high)) = self.consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)) else { continue };
             let mut core = self.consumer.context().core();
             core.state.recheck(topic, *partition, start, low, high);
@@ -491,25 +509,26 @@ impl Poller {
     /// buffered units) and joins; the old one is closed. What it had assigned is dropped, as on
     /// a revocation: the new member reads it again from where PostgreSQL says.
     fn recreate(&mut self) -> Result<(), ConsumerError> {
+        let mut liveness = self.consumer.context().liveness();
         if self.consumer.context().stuck() {
-            let bound = self.client.args.group_liveness_timeout;
             tracing::error!(
                 group = %self.group,
-                out_of_group_s = bound.as_secs(),
+                out_of_group_s = liveness.bound().as_secs(),
                 "the consumer stayed out of its group while a broker answered: recreating it"
             );
         }
+        liveness.recreated();
         self.client.metrics.kafka_consumer_recreated_total.inc();
         let mut core = self.consumer.context().take_core(self.client.stand_in());
         let assigned = core.state.assignment();
         core.state.revoked(&assigned);
-        let (consumer, messages) = self.client.make(core)?;
+        self.consumer.context().retire();
+        // Made now, it joins only when subscribed (`run`), after the old member has left: a
+        // member that never left makes the group's next rebalance wait for its session to time out.
+        let (consumer, messages) = self.client.make(core, liveness)?;
         let old_messages = std::mem::replace(&mut self.messages, messages);
         let old = std::mem::replace(&mut self.consumer, Arc::new(consumer));
-        // The queue before the consumer it was made from.
-        old.context().messages.clear();
-        drop(old_messages);
-        drop(old);
+        close_within(old, old_messages, &self.client.watch);
         self.health.set_kafka(KafkaState::Unknown);
         Ok(())
     }
@@ -550,20 +569,24 @@ impl Poller {
                 }
             }
             // Keep serving the group; messages still arriving are not taken (not committed).
+            self.client.watch.stamp(Phase::Closing);
             let _ = consumer.poll(Duration::from_millis(20));
         }
         let left = {
             let mut core = consumer.context().core();
-            core::commit(&*consumer, &core.state.final_commits(), CommitMode::Sync);
+            core::commit(&*consumer, &core.state.final_commits(), CommitMode::Async);
             // The workers' channels close: they finish what they hold and stop.
             core.workers.clear();
             core.state.in_flight_total()
         };
-        consumer.context().messages.clear();
-        drop(self.messages);
+        // Kafka's confirmation, for a bounded time: PostgreSQL holds the offsets whatever it says.
+        let confirm_by = Instant::now() + FINAL_COMMIT_TIMEOUT;
+        while consumer.context().core().state.unconfirmed_commits() > 0 && Instant::now() < confirm_by {
+            self.client.watch.stamp(Phase::Closing);
+            let _ = consumer.poll(Duration::from_millis(20));
+        }
         drop(consumer);
-        self.consumer.unsubscribe();
-        drop(self.consumer);
+        close_within(self.consumer, self.messages, &self.client.watch);
         if let Some(e) = fatal {
             return Err(e);
         }
@@ -572,6 +595,36 @@ impl Poller {
         }
         tracing::info!("consumer closed");
         Ok(())
+    }
+}
+
+/// Closes a consumer (leaving its group) within [`CLOSE_TIMEOUT`], its burst queue first. One
+/// that does not close in time is left behind, its threads running on, rather than holding the
+/// poll thread: `BaseConsumer`'s drop waits for the close without bound.
+fn close_within(consumer: Arc<BaseConsumer<Context>>, messages: MessageQueue, watch: &PollWatch) {
+    watch.stamp(Phase::Closing);
+    consumer.context().messages.clear();
+    drop(messages);
+    // The poll thread holds the only reference once its loop has ended.
+    let Ok(consumer) = Arc::try_unwrap(consumer) else {
+        tracing::warn!("the Kafka consumer is still referenced; it closes when the last reference goes");
+        return;
+    };
+    if let Err(e) = consumer.close_queue() {
+        tracing::warn!(error = %e, "closing the Kafka consumer failed");
+        return;
+    }
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while !consumer.closed() {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                timeout_s = CLOSE_TIMEOUT.as_secs(),
+                "the Kafka consumer did not leave its group in time; it is left behind (its session times out)"
+            );
+            std::mem::forget(consumer);
+            return;
+        }
+        consumer.poll(Duration::from_millis(100));
     }
 }
 

@@ -339,7 +339,7 @@ impl PollerState {
         self.in_flight.iter().map(|(_, _, n)| n).sum()
     }
 
-    /// What PostgreSQL holds for `partitions`: a revocation commits it synchronously.
+    /// What PostgreSQL holds for `partitions`: a revocation commits it.
     pub fn commits_of(&self, partitions: &[(Arc<str>, i32)]) -> Vec<Offset> {
         self.commits.of(partitions)
     }
@@ -347,6 +347,11 @@ impl PollerState {
     /// What PostgreSQL holds for every owned partition: the final commit.
     pub fn final_commits(&self) -> Vec<Offset> {
         self.commits.all()
+    }
+
+    /// How many owned partitions Kafka has not confirmed at what PostgreSQL holds.
+    pub fn unconfirmed_commits(&self) -> usize {
+        self.commits.unconfirmed()
     }
 
     /// Partitions were revoked: what is buffered of them is dropped (it was never committed;

@@ -43,8 +43,28 @@ pub enum SinkError {
 }
 
 pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch>) -> Result<(), SinkError> {
-    // The poll thread closes the channel once everything is flushed (or on abort).
-    while let Some(batch) = batches.recv().await {
+    // The poll thread closes the channel once everything is flushed. On abort the worker leaves
+    // without it: a poll thread that stopped answering never closes it.
+    loop {
+        let batch = tokio::select! {
+            biased;
+            batch = batches.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = shared.abort.cancelled() => {
+                batches.close();
+                let mut queued = 0;
+                while let Ok(batch) = batches.try_recv() {
+                    queued += 1;
+                    report(&shared, batch.units, Outcome::Abandoned);
+                }
+                if queued == 0 {
+                    break;
+                }
+                return Err(SinkError::Aborted(format!("{queued} batches queued for this worker were not persisted; Kafka has them")));
+            }
+        };
         shared.metrics.worker_busy.inc();
         let result = persist(&shared, batch).await;
         shared.metrics.worker_busy.dec();
