@@ -43,6 +43,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Produce(args) => args.validate(),
         Command::Migrate(_) => Ok(()),
         Command::ArchiveTopic(args) => args.validate(),
+        Command::DeadLetters(_) => Ok(()),
     };
     if let Err(e) = valid {
         return exit(json, 2, &e);
@@ -65,6 +66,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Check(args) => crate::check::run(args).await.map_err(anyhow::Error::from),
             Command::Migrate(args) => migrate(args).await,
             Command::ArchiveTopic(args) => archive_topic(args).await,
+            Command::DeadLetters(command) => crate::dead_letters::run(command).await.map_err(anyhow::Error::from),
             Command::Produce(_) => unreachable!("handled above"),
         }
     });
@@ -376,6 +378,7 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
     let mut last = persisted(&metrics);
     let mut last_at = tokio::time::Instant::now();
     let mut labelled: Vec<String> = Vec::new();
+    let mut letters = LetterCounts::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -397,6 +400,37 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
                 metrics.database_connection_up.set(0);
                 tracing::debug!(error = %e, "business metrics not refreshed");
             }
+        }
+        match db::dead_letter_counts(&pool).await {
+            Ok(rows) => letters.update(&metrics, &rows),
+            Err(e) => tracing::debug!(error = %e, "dead-letter metrics not refreshed"),
+        }
+    }
+}
+
+/// The dead-letter metrics from dead_letter_counts. Replays and purges are counted from the
+/// first reading on: the counters start at 0 with the process, as counters do.
+#[derive(Default)]
+struct LetterCounts {
+    /// (topic, reason) → (replayed, purged) at the last reading.
+    seen: std::collections::HashMap<(String, String), (i64, i64)>,
+    read: bool,
+}
+
+impl LetterCounts {
+    fn update(&mut self, m: &Metrics, rows: &[(String, String, i64, i64, i64)]) {
+        let first = !std::mem::replace(&mut self.read, true);
+        for (topic, reason, stored, replayed, purged) in rows {
+            m.dead_letters_stored.with_label_values(&[topic, reason]).set(*stored);
+            let labels = [topic.as_str(), reason.as_str()];
+            let (r0, p0) = self.seen.get(&(topic.clone(), reason.clone())).copied().unwrap_or(if first {
+                (*replayed, *purged)
+            } else {
+                (0, 0)
+            });
+            m.dead_letters_replayed_total.with_label_values(&labels).inc_by((replayed - r0).max(0) as u64);
+            m.dead_letters_purged_total.with_label_values(&labels).inc_by((purged - p0).max(0) as u64);
+            self.seen.insert((topic.clone(), reason.clone()), (*replayed, *purged));
         }
     }
 }

@@ -38,6 +38,99 @@ pub enum Command {
     ArchiveTopic(ArchiveArgs),
     /// Publish synthetic events (or NDJSON lines) to Kafka: the load generator.
     Produce(ProduceArgs),
+    /// List, show, replay or purge dead letters. Exit 0 done, 1 error, 2 bad usage.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+/// `aurore dead-letters …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Newest first: topic, partition, offset, reason, detail, size and time.
+    List(ListArgs),
+    /// One dead letter's message: text if valid UTF-8 (control characters escaped), else hex;
+    /// long ones cut, with the size stated.
+    Show(ShowArgs),
+    /// Validate the dead letters again with this binary's rules and the table as it is now:
+    /// those that pass become events and leave dead_letters in the same transaction; the others
+    /// stay, with their reason and detail brought up to date. Safe while aurore runs.
+    Replay(ReplayArgs),
+    /// Delete dead letters older than --older-than (and matching the filters), counting first.
+    Purge(PurgeArgs),
+}
+
+/// Which dead letters a command acts on.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterFilter {
+    /// Only this topic's.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only this reason's (a label of `events_dead_lettered_total`, e.g. invalid_json).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only those stored within this long before now (e.g. 24h, 7d).
+    #[arg(long, value_parser = duration)]
+    pub since: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// At most this many. Default 50.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: i64,
+    /// `table` (for people) or `json` (one object per line). Default table.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Print at most this many bytes of the message. Default 4096.
+    #[arg(long, default_value_t = 4096)]
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// Say what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Largest accepted message value, in bytes, as `run`'s flag. Default 1048576.
+    #[arg(long, env = "AURORE_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// Only dead letters stored longer ago than this (e.g. 30d). Required.
+    #[arg(long, value_parser = duration)]
+    pub older_than: Duration,
+    /// Count what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -98,7 +98,40 @@ pub struct DecodedRow<'a> {
     pub id: Uuid,
     pub service: &'a str,
     pub event_type: &'a str,
+    /// Unix microseconds.
+    pub occurred_at: i64,
     pub payload: &'a str,
+    /// The `extra` object's JSON text, when there was one.
+    pub extra: Option<&'a str>,
+}
+
+impl DecodedRow<'_> {
+    /// A message that decodes to this very row: the id and time made explicit, the payload and
+    /// the unknown fields as they were. A row PostgreSQL refused is kept in its dead letter as
+    /// this, so that a replay stores what would have been stored.
+    pub fn to_event_json(&self) -> Vec<u8> {
+        let timestamp = chrono::DateTime::from_timestamp_micros(self.occurred_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_default();
+        let head = serde_json::json!({
+            "id": self.id.to_string(),
+            "service": self.service,
+            "event_type": self.event_type,
+            "timestamp": timestamp,
+        })
+        .to_string();
+        let mut out = Vec::with_capacity(head.len() + self.payload.len() + self.extra.map_or(0, str::len) + 16);
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(self.payload.as_bytes());
+        // The encoder writes `extra` as `{` fields `}`, with at least one field.
+        if let Some(fields) = self.extra.and_then(|e| e.strip_prefix('{')).and_then(|e| e.strip_suffix('}')) {
+            out.push(b',');
+            out.extend_from_slice(fields.as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 /// Reads back a row written by [`encode_row`]. `None` if `row` is not one.
@@ -118,7 +151,12 @@ pub fn decode_row(row: &[u8]) -> Option<DecodedRow<'_>> {
         id: Uuid::from_slice(fields[3]).ok()?,
         service: std::str::from_utf8(fields[4]).ok()?,
         event_type: std::str::from_utf8(fields[5]).ok()?,
+        occurred_at: i64::from_be_bytes(fields[6].try_into().ok()?) + PG_EPOCH_UNIX_MICROS,
         payload: std::str::from_utf8(fields[7].get(1..)?).ok()?,
+        extra: match fields[8] {
+            [] => None,
+            e => Some(std::str::from_utf8(e.get(1..)?).ok()?),
+        },
     })
 }
 

@@ -72,8 +72,39 @@ fn rows_decode_back() {
             id: Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
             service: "billing",
             event_type: "paid",
-            payload: "[true]"
+            occurred_at: PG_EPOCH_UNIX_MICROS + 1_500_000,
+            payload: "[true]",
+            extra: None,
         }
     );
     assert_eq!(decode_row(&buf[..10]), None);
+}
+
+#[test]
+fn a_decoded_row_becomes_a_message_that_encodes_to_the_same_row() {
+    let extra = [(Cow::Borrowed("region"), "\"eu\""), (Cow::Borrowed("n"), "[1, 2.50]")];
+    for (extra, payload) in [(&extra[..], Some("{\"a\": 1e400}")), (&[][..], None)] {
+        let mut original = BytesMut::new();
+        let r = row(extra, payload);
+        encode_row(&mut original, &Row { occurred_at: -2_208_988_800_000_000 + 7, ..r });
+        let json = decode_row(&original).unwrap().to_event_json();
+        let event =
+            crate::event::decode(Some(&json), 1 << 20).unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(&json)));
+        let mut again = BytesMut::new();
+        encode_row(
+            &mut again,
+            &Row {
+                topic: "events",
+                partition: 3,
+                offset: 42,
+                id: event.id.unwrap(),
+                service: &event.service,
+                event_type: &event.event_type,
+                occurred_at: event.timestamp_micros.unwrap(),
+                payload: event.payload,
+                extra: &event.extra,
+            },
+        );
+        assert_eq!(again, original, "{}", String::from_utf8_lossy(&json));
+    }
 }

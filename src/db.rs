@@ -296,7 +296,7 @@ pub struct Archived {
 pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result<Archived, DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("archiving a topic"))?;
     let tables: bool = client
-        .query_one("SELECT to_regclass('topic_ids') IS NOT NULL", &[])
+        .query_one("SELECT to_regclass('dead_letter_counts') IS NOT NULL", &[])
         .await
         .map_err(DbError::pg("looking for aurore's tables"))?
         .get(0);
@@ -309,7 +309,8 @@ pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result
     let taken: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM consumer_offsets WHERE topic = $1) OR EXISTS (SELECT 1 FROM events WHERE topic = $1)
-             OR EXISTS (SELECT 1 FROM dead_letters WHERE topic = $1) OR EXISTS (SELECT 1 FROM topic_ids WHERE topic = $1)",
+             OR EXISTS (SELECT 1 FROM dead_letters WHERE topic = $1) OR EXISTS (SELECT 1 FROM topic_ids WHERE topic = $1)
+             OR EXISTS (SELECT 1 FROM dead_letter_counts WHERE topic = $1)",
             &[&archive_as],
         )
         .await
@@ -328,8 +329,21 @@ pub async fn archive_topic(pool: &Pool, topic: &str, archive_as: &str) -> Result
     if n == [0; 4] {
         return Err(DbError::Refused(format!("nothing is stored for topic {topic:?}: check --topic (nothing was renamed)")));
     }
+    tx.execute("UPDATE dead_letter_counts SET topic = $2 WHERE topic = $1", &[&topic, &archive_as])
+        .await
+        .map_err(DbError::pg("renaming a topic's dead-letter counts"))?;
     tx.commit().await.map_err(DbError::pg("committing the archive"))?;
     Ok(Archived { events: n[0], dead_letters: n[1], partitions: n[2] })
+}
+
+/// dead_letter_counts: (topic, reason, stored now, replayed ever, purged ever).
+pub async fn dead_letter_counts(pool: &Pool) -> Result<Vec<(String, String, i64, i64, i64)>, DbError> {
+    let client = pool.get().await.map_err(DbError::pool("reading dead-letter counts"))?;
+    let rows = client
+        .query("SELECT topic, reason, stored, replayed, purged FROM dead_letter_counts", &[])
+        .await
+        .map_err(DbError::pg("reading dead-letter counts"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect())
 }
 
 /// Per-service totals from event_counts: (service, all time, last 24 hours).
@@ -353,6 +367,9 @@ pub async fn business_counts(pool: &Pool) -> Result<Vec<(String, i64, i64)>, DbE
 pub const TABLE_PRIVILEGES: &[(&str, &str, &str)] = &[
     ("events", "INSERT", "COPY of the rows"),
     ("dead_letters", "INSERT", "dead letters"),
+    ("dead_letter_counts", "SELECT", "dead letters by reason (metrics); their counts' upsert"),
+    ("dead_letter_counts", "INSERT", "dead letters' counts' upsert"),
+    ("dead_letter_counts", "UPDATE", "dead letters' counts' upsert"),
     ("consumer_offsets", "SELECT", "where partitions start; the fenced offset update"),
     ("consumer_offsets", "INSERT", "a partition's first offset"),
     ("consumer_offsets", "UPDATE", "the fenced offset update"),

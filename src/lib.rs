@@ -43,6 +43,7 @@ pub mod check;
 pub mod config;
 pub mod copy;
 pub mod db;
+pub mod dead_letters;
 pub mod event;
 pub mod health;
 pub mod http;

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub database_connection_up: IntGauge,
 
     pub business_events_total: IntGauge,
+    pub dead_letters_stored: IntGaugeVec,
+    pub dead_letters_replayed_total: IntCounterVec,
+    pub dead_letters_purged_total: IntCounterVec,
     pub business_events_by_service: IntGaugeVec,
     pub business_events_last_24h: IntGauge,
     pub business_events_last_24h_by_service: IntGaugeVec,
@@ -154,6 +157,27 @@ impl Metrics {
                 "business_events_total",
                 "Events persisted since the table began, from event_counts, in events.",
             ),
+            dead_letters_stored: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "dead_letters_stored",
+                    "Dead letters in the table now, by topic and reason, from dead_letter_counts (kept in the transactions that store, replay and purge them), in messages."
+                ),
+                &["topic", "reason"]
+            )),
+            dead_letters_replayed_total: reg!(IntCounterVec::new(
+                Opts::new(
+                    "dead_letters_replayed_total",
+                    "Dead letters that became events through aurore dead-letters replay (any process) since this one started, by topic and the reason they had, from dead_letter_counts, in messages."
+                ),
+                &["topic", "reason"]
+            )),
+            dead_letters_purged_total: reg!(IntCounterVec::new(
+                Opts::new(
+                    "dead_letters_purged_total",
+                    "Dead letters deleted by aurore dead-letters purge (any process) since this one started, by topic and reason, from dead_letter_counts, in messages."
+                ),
+                &["topic", "reason"]
+            )),
             business_events_by_service: reg!(IntGaugeVec::new(
                 Opts::new(
                     "business_events_by_service",

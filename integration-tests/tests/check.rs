@@ -57,7 +57,7 @@ async fn a_good_setup_passes_before_and_after_migrating() {
     let (_, text) = line(&out, "migrations");
     assert!(text.contains(" applied") && !text.contains("pending"), "{text}");
     let (_, text) = line(&out, "tables");
-    assert!(text.contains("events, dead_letters, consumer_offsets, event_counts, topic_ids"), "{text}");
+    assert!(text.contains("events, dead_letters, dead_letter_counts, consumer_offsets, event_counts, topic_ids"), "{text}");
     let (_, text) = line(&out, "postgresql");
     assert!(text.contains("as role aurore") && !text.contains(":aurore@"), "{text}");
 }
@@ -100,7 +100,8 @@ async fn a_role_without_insert_is_told_what_to_grant() {
     migrate(&env);
     let password = "ro-secret-5d2a";
     // Reads everything, writes nothing to events and dead_letters.
-    let (role, url) = env.restricted_role("it_check", password, &["consumer_offsets", "event_counts", "topic_ids"]).await;
+    let (role, url) =
+        env.restricted_role("it_check", password, &["consumer_offsets", "event_counts", "topic_ids", "dead_letter_counts"]).await;
     let (code, out, err) = check(&env, &url, &["--no-migrate"]);
     env.drop_role(&role).await;
     assert_eq!(code, 1, "{out}{err}");

@@ -55,7 +55,8 @@ async fn a_role_without_insert_is_fatal_with_a_clear_error() {
             .unwrap()
             .success()
     );
-    let (role, url) = env.restricted_role("it_ro", "ro", &["consumer_offsets", "dead_letters", "event_counts"]).await;
+    let (role, url) =
+        env.restricted_role("it_ro", "ro", &["consumer_offsets", "dead_letters", "event_counts", "dead_letter_counts"]).await;
     let db = env.db().await;
     env.produce(&env.producer(&[]), (0..10).map(|i| (0, Some(event("s", "t", i)))).collect()).await;
     let mut aurore = integration_tests::Aurore::spawn_with(&env, &["--no-migrate"], integration_tests::free_port(), &url);

@@ -279,6 +279,7 @@ impl Poller {
                             partition: m.partition(),
                             offset: m.offset(),
                             value: m.payload(),
+                            key: m.key(),
                             timestamp_millis: m.timestamp().to_millis(),
                         };
                         let mut core = consumer.context().core();
@@ -305,6 +306,7 @@ impl Poller {
                         partition: m.partition(),
                         offset: m.offset(),
                         value: m.payload(),
+                        key: m.key(),
                         timestamp_millis: m.timestamp_millis(),
                     }),
                     Some(e) => self.process_error(e),

@@ -183,6 +183,11 @@ impl<'a> Message<'a> {
         (!self.0.payload.is_null()).then(|| unsafe { std::slice::from_raw_parts(self.0.payload as *const u8, self.0.len) })
     }
 
+    pub fn key(&self) -> Option<&'a [u8]> {
+        // SAFETY: librdkafka owns `key_len` bytes at `key` for the message's life.
+        (!self.0.key.is_null()).then(|| unsafe { std::slice::from_raw_parts(self.0.key as *const u8, self.0.key_len) })
+    }
+
     /// The message's timestamp in milliseconds, if it has one.
     pub fn timestamp_millis(&self) -> Option<i64> {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;

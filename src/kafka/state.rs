@@ -31,6 +31,8 @@ pub struct Msg<'a> {
     pub offset: i64,
     /// `None` for a tombstone.
     pub value: Option<&'a [u8]>,
+    /// Kept only in a dead letter.
+    pub key: Option<&'a [u8]>,
     /// Kafka's timestamp (create or log-append time), Unix milliseconds.
     pub timestamp_millis: Option<i64>,
 }
@@ -557,7 +559,7 @@ impl PollerState {
                     let id = ev.id.unwrap_or_else(|| *derived.next().expect("an id derived for each event without one"));
                     unit.push_event(&ev, m.offset, appended_at, id, bytes);
                 }
-                Err(invalid) => unit.push_dead(m.offset, m.value, invalid),
+                Err(invalid) => unit.push_dead(m.offset, m.value, m.key, appended_at, invalid),
             }
             self.taken = (self.taken.0 + 1, self.taken.1 + bytes);
             if self.batcher.is_full(worker) {

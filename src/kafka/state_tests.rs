@@ -14,7 +14,7 @@ const EVENT: &str = r#"{"service":"s","event_type":"t"}"#;
 const WITH_ID: &str = r#"{"id":"7b1a0b8e-7a4e-4c55-9d3b-8f4c7c1f2a10","service":"s","event_type":"t"}"#;
 
 fn msg(partition: i32, offset: i64, json: &'static str) -> Msg<'static> {
-    Msg { topic: "events", partition, offset, value: Some(json.as_bytes()), timestamp_millis: Some(1_714_557_600_000) }
+    Msg { topic: "events", partition, offset, value: Some(json.as_bytes()), key: None, timestamp_millis: Some(1_714_557_600_000) }
 }
 
 fn take(s: &mut PollerState, partition: i32, offsets: std::ops::Range<i64>) {

@@ -58,6 +58,12 @@ pub struct DeadLetter {
     pub offset: i64,
     /// The message as received, cut at [`DEAD_LETTER_RAW_LIMIT`]; `None` for a tombstone.
     pub raw: Option<Vec<u8>>,
+    /// The value's whole size, in bytes.
+    pub size: i32,
+    /// The message key as received, cut at [`DEAD_LETTER_RAW_LIMIT`].
+    pub key: Option<Vec<u8>>,
+    /// Kafka's timestamp (or the time it was taken, when it had none), Unix microseconds.
+    pub kafka_timestamp: i64,
     pub reason: Reject,
     pub detail: String,
 }
@@ -158,11 +164,16 @@ impl Unit {
         self.took(offset, bytes);
     }
 
-    pub fn push_dead(&mut self, offset: i64, raw: Option<&[u8]>, invalid: Invalid) {
+    /// Records a rejected message. `kafka_timestamp` is Unix microseconds.
+    pub fn push_dead(&mut self, offset: i64, raw: Option<&[u8]>, key: Option<&[u8]>, kafka_timestamp: i64, invalid: Invalid) {
         let bytes = raw.map_or(0, <[u8]>::len);
+        let cut = |r: &[u8]| r[..r.len().min(DEAD_LETTER_RAW_LIMIT)].to_vec();
         self.dead.push(DeadLetter {
             offset,
-            raw: raw.map(|r| r[..r.len().min(DEAD_LETTER_RAW_LIMIT)].to_vec()),
+            raw: raw.map(cut),
+            size: i32::try_from(bytes).unwrap_or(i32::MAX),
+            key: key.map(cut),
+            kafka_timestamp,
             reason: invalid.reason,
             detail: invalid.detail,
         });

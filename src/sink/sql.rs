@@ -19,9 +19,19 @@ pub const INSERT_OFFSETS: &str = "INSERT INTO consumer_offsets (group_id, topic,
      SELECT $1, u.topic, u.partition, u.next_offset FROM unnest($2::text[], $3::int4[], $4::int8[]) AS u(topic, partition, next_offset)
      ON CONFLICT (topic, partition) DO NOTHING RETURNING topic, partition";
 
-/// `$1` topics, `$2` partitions, `$3` offsets, `$4` raw messages, `$5` reasons, `$6` details.
-pub const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail)
-     SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::text[], $6::text[])";
+/// `$1` topics, `$2` partitions, `$3` offsets, `$4` raw messages, `$5` reasons, `$6` details,
+/// `$7` sizes (bytes), `$8` keys, `$9` Kafka timestamps (Unix microseconds). Counted by
+/// (topic, reason) in dead_letter_counts by the same statement.
+pub const INSERT_DEAD_LETTERS: &str = "WITH stored AS (
+       INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail, size, message_key, kafka_timestamp)
+       SELECT u.topic, u.partition, u.offset, u.raw, u.reason, u.detail, u.size, u.key,
+              timestamptz 'epoch' + u.ts * interval '1 microsecond'
+       FROM unnest($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::int4[], $8::bytea[], $9::int8[])
+            AS u(topic, partition, \"offset\", raw, reason, detail, size, key, ts)
+       RETURNING topic, reason)
+     INSERT INTO dead_letter_counts AS c (topic, reason, stored)
+     SELECT topic, reason, count(*) FROM stored GROUP BY topic, reason ORDER BY topic, reason
+     ON CONFLICT (topic, reason) DO UPDATE SET stored = c.stored + EXCLUDED.stored";
 
 /// Adds to the hourly counts. `$1` services, `$2` event types, `$3` hours (Unix microseconds),
 /// `$4` counts.

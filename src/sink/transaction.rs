@@ -156,6 +156,9 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut sizes: Vec<i32> = Vec::with_capacity(n);
+    let mut keys: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+    let mut timestamps: Vec<i64> = Vec::with_capacity(n);
     for u in units {
         for d in &u.dead {
             topics.push(&*u.topic);
@@ -164,6 +167,9 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
             raws.push(d.raw.clone());
             reasons.push(d.reason.label());
             details.push(no_nul(&d.detail));
+            sizes.push(d.size);
+            keys.push(d.key.as_deref());
+            timestamps.push(d.kafka_timestamp);
         }
     }
     for (u, row, msg) in rejected {
@@ -173,16 +179,21 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
         topics.push(&*unit.topic);
         partitions.push(unit.partition);
         offsets.push(decoded.as_ref().map_or(-1, |d| d.offset));
-        // The message is gone by now; keep what the row held of it.
-        raws.push(decoded.map(|d| {
-            serde_json::json!({"service": d.service, "event_type": d.event_type, "payload": d.payload}).to_string().into_bytes()
-        }));
+        // The message is gone by now: keep a message that makes the same row (the key is lost).
+        let raw = decoded.map(|d| d.to_event_json());
+        sizes.push(raw.as_ref().map_or(0, |r| r.len() as i32));
+        raws.push(raw);
         reasons.push(Reject::PostgresRejected.label());
         details.push(no_nul(msg));
+        keys.push(None);
+        timestamps.push(unit.row_meta[*row].appended_at);
     }
-    tx.execute(sql::INSERT_DEAD_LETTERS, &[&topics, &partitions, &offsets, &raws, &reasons, &details])
-        .await
-        .map_err(DbError::pg("inserting dead letters"))?;
+    tx.execute(
+        sql::INSERT_DEAD_LETTERS,
+        &[&topics, &partitions, &offsets, &raws, &reasons, &details, &sizes, &keys, &timestamps],
+    )
+    .await
+    .map_err(DbError::pg("inserting dead letters"))?;
     Ok(())
 }
 
