@@ -22,6 +22,7 @@ use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::Buffer;
 use crate::pipeline::handoff;
 use crate::shutdown::{self, Shutdown};
+use crate::sink::dead_letter_topic::DeadLetterTopic;
 use crate::sink::worker::{self, Shared};
 
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration, 3
@@ -230,6 +231,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         breaker: breaker.clone(),
         reports: reporter,
         abort: abort.clone(),
+        dead_letter_topic: match &args.dead_letter_topic {
+            None => None,
+            Some(topic) => {
+                Some(Arc::new(DeadLetterTopic::new(&args, topic).map_err(|e| ConfigError(format!("--dead-letter-topic: {e}")))?))
+            }
+        },
     };
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(args.flush_workers);

@@ -88,10 +88,11 @@ fn kafka(args: &RunArgs) -> Vec<(bool, String, String)> {
             Err(e) => lines.push((false, name, format!("{address} (as the cluster advertises it) did not answer: {e}"))),
         }
     }
-    for topic in &args.topics {
+    let dead_letters = args.dead_letter_topic.iter().map(|t| (t, "--dead-letter-topic (AURORE_DEAD_LETTER_TOPIC)"));
+    for (topic, flag) in args.topics.iter().map(|t| (t, "--topics (AURORE_TOPICS)")).chain(dead_letters) {
         let name = format!("topic {topic}");
         match metadata.topics().iter().find(|t| t.name() == topic) {
-            None => lines.push((false, name, "does not exist; create it, or correct --topics (AURORE_TOPICS)".into())),
+            None => lines.push((false, name, format!("does not exist; create it, or correct {flag}"))),
             Some(t) => match t.error() {
                 Some(e) => lines.push((false, name, format!("the broker answers {e:?}"))),
                 None => lines.push((true, name, format!("{} partition(s)", t.partitions().len()))),

@@ -339,6 +339,11 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
     pub max_event_bytes: usize,
 
+    /// Also produce each dead letter to this Kafka topic (value and key as they came, Kafka
+    /// Connect's DLQ headers), before its batch commits: at least once. Default: none.
+    #[arg(long, env = "AURORE_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+
     /// A consumer out of its group this long while a broker answers is recreated (and `/health`
     /// says `not_in_group` meanwhile); each recreation in a row doubles it, up to 8×. At least
     /// 10s (librdkafka's statistics, which tell, come every 5 s) and, under the classic
@@ -424,6 +429,14 @@ impl RunArgs {
         }
         if self.group_id.trim().is_empty() {
             return bad("--group-id is empty".into());
+        }
+        if let Some(t) = &self.dead_letter_topic {
+            if !valid_topic(t) {
+                return bad(format!("--dead-letter-topic must be a Kafka topic name (1-249 of [a-zA-Z0-9._-]), got {t:?}"));
+            }
+            if self.topics.contains(t) {
+                return bad(format!("--dead-letter-topic {t} is one of --topics: its copies would be read again"));
+            }
         }
         if let Some(id) = &self.instance_id
             && !valid_topic(id)

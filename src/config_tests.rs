@@ -76,6 +76,8 @@ fn bad_values_are_refused_with_a_reason() {
         (&["--buffer-resume-percent", "100"][..], "1..99"),
         (&["--max-event-bytes", "100000000"][..], "--buffer-capacity-bytes"),
         (&["--http-addr", "nowhere"][..], "invalid"),
+        (&["--dead-letter-topic", "bad topic"][..], "--dead-letter-topic must be a Kafka topic name"),
+        (&["--dead-letter-topic", "events"][..], "is one of --topics"),
     ] {
         let err = run(args).unwrap_err();
         assert!(err.contains(says), "{args:?}: {err}");

@@ -92,6 +92,14 @@ async fn a_missing_topic_is_named() {
     assert_eq!(status, "FAILED");
     assert!(text.starts_with("does not exist"), "{text}");
     assert_eq!(out.lines().filter(|l| l.starts_with("FAILED")).count(), 1, "only the topic fails:\n{out}");
+    // The dead-letter topic is checked too.
+    let (code, out, _) = check(&env, &env.database_url, &["--dead-letter-topic", &missing]);
+    assert_eq!(code, 1, "{out}");
+    let (status, text) = line(&out, &format!("topic {missing}"));
+    assert_eq!(
+        (status, text),
+        ("FAILED", "does not exist; create it, or correct --dead-letter-topic (AURORE_DEAD_LETTER_TOPIC)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,11 +56,12 @@ pub struct RowMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub offset: i64,
-    /// The message as received, cut at [`DEAD_LETTER_RAW_LIMIT`]; `None` for a tombstone.
+    /// The message value as received, whole (the buffer accounts for it); `None` for a
+    /// tombstone. The table keeps [`DEAD_LETTER_RAW_LIMIT`] of it; a dead-letter topic, all.
     pub raw: Option<Vec<u8>>,
     /// The value's whole size, in bytes.
     pub size: i32,
-    /// The message key as received, cut at [`DEAD_LETTER_RAW_LIMIT`].
+    /// The message key as received.
     pub key: Option<Vec<u8>>,
     /// Kafka's timestamp (or the time it was taken, when it had none), Unix microseconds.
     pub kafka_timestamp: i64,
@@ -167,12 +168,11 @@ impl Unit {
     /// Records a rejected message. `kafka_timestamp` is Unix microseconds.
     pub fn push_dead(&mut self, offset: i64, raw: Option<&[u8]>, key: Option<&[u8]>, kafka_timestamp: i64, invalid: Invalid) {
         let bytes = raw.map_or(0, <[u8]>::len);
-        let cut = |r: &[u8]| r[..r.len().min(DEAD_LETTER_RAW_LIMIT)].to_vec();
         self.dead.push(DeadLetter {
             offset,
-            raw: raw.map(cut),
+            raw: raw.map(<[u8]>::to_vec),
             size: i32::try_from(bytes).unwrap_or(i32::MAX),
-            key: key.map(cut),
+            key: key.map(<[u8]>::to_vec),
             kafka_timestamp,
             reason: invalid.reason,
             detail: invalid.detail,

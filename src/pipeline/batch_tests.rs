@@ -66,7 +66,7 @@ fn dead_letters_take_offsets_and_buffer_bytes() {
     let (batch, _) = b.take(0, |_| Some(Fence::At(5)));
     let u = &batch.unwrap().units[0];
     assert_eq!((u.next_offset, u.messages, u.bytes, u.row_count()), (7, 2, raw.len(), 0));
-    assert_eq!(u.dead[0].raw.as_ref().unwrap().len(), DEAD_LETTER_RAW_LIMIT);
+    assert_eq!(u.dead[0].raw.as_ref().unwrap().len(), raw.len(), "kept whole; the table's insert cuts it");
     assert_eq!((u.dead[0].size as usize, u.dead[0].key.as_deref(), u.dead[0].kafka_timestamp), (raw.len(), Some(&b"k"[..]), 7));
     assert_eq!(u.dead[1].raw, None);
     assert_eq!(u.dead[1].reason, Reject::Tombstone);

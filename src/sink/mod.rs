@@ -1,5 +1,7 @@
 //! Persisting batches: the flush workers' loop ([`worker`]: retries, breaker, abort, reports)
-//! apart from the transaction itself ([`transaction`]), and every SQL text it runs ([`sql`]).
+//! apart from the transaction itself ([`transaction`]), every SQL text it runs ([`sql`]), and
+//! the optional copy of each dead letter to a Kafka topic ([`dead_letter_topic`]).
+pub mod dead_letter_topic;
 pub mod sql;
 pub mod transaction;
 pub mod worker;

@@ -13,8 +13,10 @@ use futures_util::SinkExt;
 use crate::copy;
 use crate::db::{Class, DbError};
 use crate::event::Reject;
+use crate::pipeline::batch::DEAD_LETTER_RAW_LIMIT;
 use crate::pipeline::batch::Unit;
 use crate::pipeline::offsets::Fence;
+use crate::sink::dead_letter_topic::{self, DeadLetterTopic};
 use crate::sink::sql;
 
 /// Why an attempt did not commit.
@@ -22,6 +24,8 @@ pub enum Failure {
     /// These units' partitions have moved on in consumer_offsets.
     Fenced(Vec<usize>),
     Db(DbError),
+    /// The copies for `--dead-letter-topic` were not delivered: the batch was not committed.
+    DeadLetterTopic(rdkafka::error::KafkaError),
 }
 
 impl From<DbError> for Failure {
@@ -35,7 +39,14 @@ pub type Rejected = Vec<(usize, usize, String)>;
 
 /// Persists `units` in one transaction; `isolate` COPYs under savepoints, halving the ranges
 /// PostgreSQL refuses until the refused rows stand alone (returned with its message).
-pub async fn attempt(pool: &Pool, group: &str, units: &[Unit], isolate: bool) -> Result<Rejected, Failure> {
+/// With `copies`, each dead letter is produced there, and delivered, before COMMIT.
+pub async fn attempt(
+    pool: &Pool,
+    group: &str,
+    units: &[Unit],
+    isolate: bool,
+    copies: Option<&DeadLetterTopic>,
+) -> Result<Rejected, Failure> {
     let mut client = pool.get().await.map_err(DbError::pool("persisting a batch"))?;
     let mut tx = client.transaction().await.map_err(DbError::pg("beginning a transaction"))?;
     let lost = fence(&tx, group, units).await?;
@@ -54,6 +65,9 @@ pub async fn attempt(pool: &Pool, group: &str, units: &[Unit], isolate: bool) ->
     };
     dead_letters(&tx, units, &rejected).await?;
     counts(&tx, units, &rejected).await?;
+    if let Some(topic) = copies {
+        copy_dead_letters(topic, units, &rejected).await.map_err(Failure::DeadLetterTopic)?;
+    }
     tx.commit().await.map_err(DbError::pg("committing a batch"))?;
     Ok(rejected)
 }
@@ -164,11 +178,11 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
             topics.push(&*u.topic);
             partitions.push(u.partition);
             offsets.push(d.offset);
-            raws.push(d.raw.clone());
+            raws.push(d.raw.as_ref().map(|r| r[..r.len().min(DEAD_LETTER_RAW_LIMIT)].to_vec()));
             reasons.push(d.reason.label());
             details.push(no_nul(&d.detail));
             sizes.push(d.size);
-            keys.push(d.key.as_deref());
+            keys.push(d.key.as_deref().map(|k| &k[..k.len().min(DEAD_LETTER_RAW_LIMIT)]));
             timestamps.push(d.kafka_timestamp);
         }
     }
@@ -195,6 +209,47 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
     .await
     .map_err(DbError::pg("inserting dead letters"))?;
     Ok(())
+}
+
+/// The batch's dead letters, produced to `--dead-letter-topic`.
+async fn copy_dead_letters(
+    topic: &DeadLetterTopic,
+    units: &[Unit],
+    rejected: &Rejected,
+) -> Result<usize, rdkafka::error::KafkaError> {
+    let refused: Vec<(usize, Vec<u8>, i64)> = rejected
+        .iter()
+        .map(|(u, row, _)| {
+            let unit = &units[*u];
+            let bytes = unit.rows(*row, row + 1);
+            let decoded = copy::decode_row(&bytes);
+            (*u, decoded.as_ref().map(|d| d.to_event_json()).unwrap_or_default(), decoded.map_or(-1, |d| d.offset))
+        })
+        .collect();
+    let found = units.iter().flat_map(|u| {
+        u.dead.iter().map(move |d| dead_letter_topic::Copy {
+            topic: &u.topic,
+            partition: u.partition,
+            offset: d.offset,
+            value: d.raw.as_deref(),
+            key: d.key.as_deref(),
+            reason: d.reason.label(),
+            detail: &d.detail,
+            timestamp_micros: d.kafka_timestamp,
+        })
+    });
+    let refused = rejected.iter().zip(&refused).map(|((u, row, msg), (_, value, offset))| dead_letter_topic::Copy {
+        topic: &units[*u].topic,
+        partition: units[*u].partition,
+        offset: *offset,
+        value: Some(value),
+        key: None,
+        reason: Reject::PostgresRejected.label(),
+        detail: msg,
+        timestamp_micros: units[*u].row_meta[*row].appended_at,
+    });
+    let copies: Vec<dead_letter_topic::Copy<'_>> = found.chain(refused).collect();
+    topic.send_all(&copies).await
 }
 
 fn no_nul(s: &str) -> String {

@@ -4,6 +4,7 @@
 //! path ([`Report`]), whatever became of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -18,6 +19,7 @@ use crate::pipeline::handoff::{Outcome, Report, Reporter};
 use crate::pipeline::now_micros;
 use crate::pipeline::offsets::Fence;
 use crate::shutdown::Shutdown;
+use crate::sink::dead_letter_topic::DeadLetterTopic;
 use crate::sink::transaction::{self, Failure, Rejected};
 
 /// Everything a worker shares with the rest of the app.
@@ -32,6 +34,8 @@ pub struct Shared {
     pub reports: Reporter,
     /// Cancelled when the shutdown timeout has passed: abandon retries.
     pub abort: Shutdown,
+    /// `--dead-letter-topic`: each dead letter is produced there before its batch commits.
+    pub dead_letter_topic: Option<Arc<DeadLetterTopic>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +99,7 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
         let attempt = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => return abandoned(shared, units, aborted()),
-            r = transaction::attempt(&shared.pool, &shared.group, &units, isolate) => r,
+            r = transaction::attempt(&shared.pool, &shared.group, &units, isolate, shared.dead_letter_topic.as_deref()) => r,
         };
         match attempt {
             Ok(rejected) => {
@@ -114,6 +118,18 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                 fenced(shared, lost_units);
                 if units.is_empty() {
                     return Ok(());
+                }
+            }
+            Err(Failure::DeadLetterTopic(e)) => {
+                // Kafka retries inside the producer until its delivery timeout: whatever is
+                // left is worth waiting out, as PostgreSQL's unavailability is.
+                shared.metrics.worker_flush_errors_total.with_label_values(&["dead_letter_topic"]).inc();
+                let topic = shared.dead_letter_topic.as_ref().map_or("", |t| t.topic());
+                tracing::warn!(topic, error = %e, "dead letters not delivered to --dead-letter-topic; the batch was not committed and is retried in 1 s");
+                tokio::select! {
+                    biased;
+                    _ = shared.abort.cancelled() => return abandoned(shared, units, SinkError::Aborted(e.to_string())),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
             Err(Failure::Db(e)) => match e.class() {
