@@ -27,8 +27,11 @@ fn message(i: u64) -> (Vec<u8>, Option<Vec<u8>>) {
     }
 }
 
-/// Every record of `topic`, from the start: (value, key, headers by name).
-fn read_all(brokers: &str, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>, HashMap<String, String>)> {
+/// A record read back: (value, key, headers by name).
+type Record = (Vec<u8>, Option<Vec<u8>>, HashMap<String, String>);
+
+/// Every record of `topic`, from the start.
+fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "unused").create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
