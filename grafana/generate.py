@@ -188,9 +188,18 @@ def overview():
             "ops", steps(GREEN, (0.1, RED)), w=12, min_=0)
     b.panel("timeseries", "Dead letters",
             "Messages persisted into dead_letters per second, by reason (invalid JSON, missing fields, too large, "
-            "rejected by PostgreSQL...). Any increase fires AuroreDeadLettersRising.",
+            "rejected by PostgreSQL...). More than one a minute of a reason for 5 minutes fires "
+            "AuroreDeadLettersRising.",
             [(f'sum by (reason) (rate(events_dead_lettered_total{{{I}}}[$__rate_interval]))', "{{reason}}")],
             "ops", steps(GREEN, (0.01, ORANGE)), w=12, min_=0)
+    b.panel("timeseries", "Dead letters stored, replayed, purged",
+            "Dead letters in the table now, by topic and reason (from dead_letter_counts: every instance reports "
+            "the same table, hence max), and those replayed into events or purged per second "
+            "(aurore dead-letters replay | purge).",
+            [(f'max by (topic, reason) (dead_letters_stored{{{I}}})', "stored {{topic}} {{reason}}"),
+             (f'max by (topic) (rate(dead_letters_replayed_total{{{I}}}[$__rate_interval]))', "replayed {{topic}}"),
+             (f'max by (topic) (rate(dead_letters_purged_total{{{I}}}[$__rate_interval]))', "purged {{topic}}")],
+            "short", steps(GREEN), w=24, min_=0)
     b.row("Health")
     b.panel("stat", "Health",
             "Overall status of each instance, as /health reports it: healthy, degraded (PostgreSQL down, breaker "

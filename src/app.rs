@@ -44,7 +44,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Produce(args) => args.validate(),
         Command::Migrate(_) => Ok(()),
         Command::ArchiveTopic(args) => args.validate(),
-        Command::DeadLetters(_) => Ok(()),
+        Command::DeadLetters(command) => command.validate(),
     };
     if let Err(e) = valid {
         return exit(json, 2, &e);

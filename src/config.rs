@@ -59,6 +59,40 @@ pub enum DeadLettersCommand {
     Purge(PurgeArgs),
 }
 
+/// The longest `--since` and `--older-than` (100 years): PostgreSQL's timestamps end there.
+const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+impl DeadLettersCommand {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let (db, filter) = match self {
+            DeadLettersCommand::List(a) => (&a.db, Some(&a.filter)),
+            DeadLettersCommand::Show(a) => (&a.db, None),
+            DeadLettersCommand::Replay(a) => (&a.db, Some(&a.filter)),
+            DeadLettersCommand::Purge(a) => (&a.db, Some(&a.filter)),
+        };
+        if db.db_connect_timeout.is_zero() {
+            return bad("--db-connect-timeout must be positive".into());
+        }
+        if let Some(f) = filter {
+            if let Some(r) = &f.reason
+                && !crate::event::Reject::ALL.iter().any(|k| k.label() == r)
+            {
+                let known: Vec<&str> = crate::event::Reject::ALL.iter().map(|k| k.label()).collect();
+                return bad(format!("--reason {r:?} is no dead-letter reason; the reasons are {}", known.join(", ")));
+            }
+            if f.since.is_some_and(|d| d > MAX_AGE) {
+                return bad("--since must be at most 100 years".into());
+            }
+        }
+        match self {
+            DeadLettersCommand::Replay(a) if a.max_event_bytes == 0 => bad("--max-event-bytes must be at least 1".into()),
+            DeadLettersCommand::Purge(a) if a.older_than > MAX_AGE => bad("--older-than must be at most 100 years".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, Args)]
 pub struct DeadLetterFilter {
@@ -68,7 +102,7 @@ pub struct DeadLetterFilter {
     /// Only this reason's (a label of `events_dead_lettered_total`, e.g. invalid_json).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Only those stored within this long before now (e.g. 24h, 7d).
+    /// Only those stored (received_at) within this long before now (e.g. 24h, 7d).
     #[arg(long, value_parser = duration)]
     pub since: Option<Duration>,
 }
@@ -114,7 +148,8 @@ pub struct ReplayArgs {
     /// Say what would happen; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Largest accepted message value, in bytes, as `run`'s flag. Default 1048576.
+    /// Largest accepted message value, in bytes: give `run`'s (the same environment variable).
+    /// Default 1048576.
     #[arg(long, env = "AURORE_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
     pub max_event_bytes: usize,
 }
@@ -125,7 +160,7 @@ pub struct PurgeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub filter: DeadLetterFilter,
-    /// Only dead letters stored longer ago than this (e.g. 30d). Required.
+    /// Only dead letters stored (received_at) longer ago than this (e.g. 30d). Required.
     #[arg(long, value_parser = duration)]
     pub older_than: Duration,
     /// Count what would be deleted; delete nothing.

@@ -6,10 +6,10 @@
 //! one transaction each: the rows enter `events` (and `event_counts`) and leave `dead_letters`
 //! together, so an offset is never in both tables nor in neither. Those that still fail stay,
 //! with their reason and detail brought up to date; a row PostgreSQL refuses (a user's
-//! constraint) stays as `postgres_rejected` with PostgreSQL's message. Pages are taken `FOR
-//! UPDATE SKIP LOCKED`: two replays, or a replay and a purge, never take the same row, and the
-//! running pipeline only ever inserts new offsets, so a replay is safe beside it. `--dry-run`
-//! does all of it and rolls back.
+//! constraint) stays as `postgres_rejected` with PostgreSQL's message. Pages are locked `FOR
+//! UPDATE` in key order: a row another replay or purge holds is waited for (at most
+//! [`LOCK_TIMEOUT`], then the command fails), never skipped, and the running pipeline only ever
+//! inserts new offsets, so a replay is safe beside it. `--dry-run` does all of it and rolls back.
 //!
 //! Dead letters stored before migration V7 have no Kafka timestamp (a replayed event without
 //! `timestamp` takes `received_at`) and no size: a value of exactly 64 KiB may be cut, and is
@@ -34,6 +34,8 @@ use crate::pipeline::batch::DEAD_LETTER_RAW_LIMIT;
 pub const PAGE: i64 = 500;
 /// Dead letters deleted per purge transaction.
 const PURGE_PAGE: i64 = 10_000;
+/// The longest a page waits for rows another session holds (PostgreSQL's `lock_timeout`).
+pub const LOCK_TIMEOUT: &str = "30s";
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +49,16 @@ pub enum DeadLetterError {
 }
 
 pub async fn run(command: DeadLettersCommand) -> Result<(), DeadLetterError> {
-    match command {
+    let result = match command {
         DeadLettersCommand::List(args) => list(args).await,
         DeadLettersCommand::Show(args) => show(args).await,
         DeadLettersCommand::Replay(args) => replay(args).await.map(drop),
         DeadLettersCommand::Purge(args) => purge(args).await.map(drop),
+    };
+    match result {
+        // The reader went away (`| head`): nothing more to say.
+        Err(DeadLetterError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -113,7 +120,7 @@ async fn list(args: ListArgs) -> Result<(), DeadLetterError> {
                     "reason": r.get::<_, String>(3), "detail": r.get::<_, String>(4), "size": r.get::<_, i64>(5),
                     "received_at": r.get::<_, String>(6),
                 });
-                writeln!(out, "{line}")?;
+                writeln!(out, "{}", json_safe(&line.to_string()))?;
             }
         }
         ListFormat::Table => {
@@ -157,12 +164,32 @@ fn one_line(s: &str, max: usize) -> String {
     if escaped.chars().count() <= max { escaped } else { format!("{}…", escaped.chars().take(max).collect::<String>()) }
 }
 
-/// Text safe to print on a terminal: control characters other than newline and tab escaped
-/// (`\u{1b}`), so that a message cannot drive the terminal.
+/// Characters that move or reorder what a terminal shows without being control characters:
+/// the line and paragraph separators and Unicode's bidirectional controls.
+fn invisible_mover(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// JSON text whose strings escape, as `\uXXXX`, what serde_json writes raw although it can
+/// drive a terminal: DEL, the C1 controls and [`invisible_mover`]s.
+pub fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || invisible_mover(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text safe to print on a terminal: control characters other than newline and tab, and
+/// [`invisible_mover`]s, escaped (`\u{1b}`), so that a message cannot drive the terminal.
 pub fn safe_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if (c.is_control() && c != '\n' && c != '\t') || invisible_mover(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -184,16 +211,18 @@ pub fn hex_lines(bytes: &[u8]) -> String {
     out
 }
 
-/// How a message is printed: text if valid UTF-8, else hex; at most `max` bytes of it.
-pub fn render(bytes: &[u8], max: usize) -> String {
+/// How a message is printed, and in which form: text if the bytes shown (at most `max`) are
+/// UTF-8, else hex. `cut` says the bytes are already the start of a longer value: a character
+/// split at the end of a cut is dropped, not taken for invalid UTF-8.
+pub fn render(bytes: &[u8], max: usize, cut: bool) -> (&'static str, String) {
     let shown = &bytes[..bytes.len().min(max)];
+    let cut = cut || shown.len() < bytes.len();
     match std::str::from_utf8(shown) {
-        Ok(text) => safe_text(text),
-        // A cut may split a character: text up to it, if all before it is valid.
-        Err(e) if e.error_len().is_none() && shown.len() < bytes.len() => {
-            safe_text(std::str::from_utf8(&shown[..e.valid_up_to()]).unwrap_or(""))
+        Ok(text) => ("text", safe_text(text)),
+        Err(e) if e.error_len().is_none() && cut => {
+            ("text", safe_text(std::str::from_utf8(&shown[..e.valid_up_to()]).unwrap_or_default()))
         }
-        Err(_) => hex_lines(shown),
+        Err(_) => ("hex: not valid UTF-8", hex_lines(shown)),
     }
 }
 
@@ -223,7 +252,7 @@ async fn show(args: ShowArgs) -> Result<(), DeadLetterError> {
         writeln!(out, "kafka_time:  {ts}")?;
     }
     if let Some(key) = &key {
-        writeln!(out, "key:         {}", one_line(&render(key, 256), 256))?;
+        writeln!(out, "key:         {}", one_line(&render(key, 256, false).1, 256))?;
     }
     let Some(raw) = raw else {
         writeln!(out, "message:     none (a tombstone: the value was null)")?;
@@ -237,13 +266,15 @@ async fn show(args: ShowArgs) -> Result<(), DeadLetterError> {
         sizes.push_str(" stored (stored before V7: the value may have been longer)");
     }
     writeln!(out, "size:        {sizes}")?;
-    let form = if std::str::from_utf8(&raw).is_ok() { "text" } else { "hex: not valid UTF-8" };
-    writeln!(out, "message ({form}):")?;
-    write!(out, "{}", render(&raw, args.max_bytes))?;
+    let stored_cut = raw.len() < total || (size.is_none() && raw.len() == DEAD_LETTER_RAW_LIMIT);
+    let (form, text) = render(&raw, args.max_bytes, stored_cut);
+    // Each line of the message is marked: a message cannot pass for aurore's own lines.
+    writeln!(out, "message ({form}), each line after \"| \":")?;
+    for line in text.trim_end_matches('\n').split('\n') {
+        writeln!(out, "| {line}")?;
+    }
     if raw.len() > args.max_bytes {
-        writeln!(out, "\n… cut: {} of {} stored bytes shown (--max-bytes)", args.max_bytes, raw.len())?;
-    } else {
-        writeln!(out)?;
+        writeln!(out, "… cut: {} of {} stored bytes shown (--max-bytes)", args.max_bytes, raw.len())?;
     }
     Ok(())
 }
@@ -256,6 +287,8 @@ pub struct Replayed {
     pub stored: u64,
     /// Still refused, by the validator or by PostgreSQL.
     pub still_failing: u64,
+    /// Of those, the ones whose reason or detail changed.
+    pub updated: u64,
     /// Not replayable from the database: the stored value is cut.
     pub cut: u64,
 }
@@ -307,19 +340,17 @@ pub async fn replay(args: ReplayArgs) -> Result<Replayed, DeadLetterError> {
         done.examined += page.examined;
         done.stored += page.stored;
         done.still_failing += page.still_failing;
+        done.updated += page.updated;
         done.cut += page.cut;
         progress.advance(page.examined, &done);
         after = last;
     }
     progress.finish();
     let verb = if args.dry_run { "would become" } else { "became" };
+    let updated = if args.dry_run { "would be updated" } else { "updated" };
     println!(
-        "{} dead letters examined: {} {verb} events, {} still fail (reason and detail updated{}), {} not replayable (the stored value is cut: replay them from Kafka)",
-        done.examined,
-        done.stored,
-        done.still_failing,
-        if args.dry_run { " in a real run" } else { "" },
-        done.cut
+        "{} dead letters examined: {} {verb} events, {} still fail ({} with a new reason or detail, {updated}), {} not replayable (the stored value is cut: replay them from Kafka)",
+        done.examined, done.stored, done.still_failing, done.updated, done.cut
     );
     Ok(done)
 }
@@ -334,6 +365,7 @@ async fn replay_page(
 ) -> Result<(Replayed, Option<(String, i32, i64)>), DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("replaying dead letters"))?;
     let mut tx = client.transaction().await.map_err(DbError::pg("beginning a replay transaction"))?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")).await.map_err(DbError::pg("setting lock_timeout"))?;
     let mut params = filter.params();
     let mut sql = format!(
         "SELECT topic, partition, \"offset\", raw, size, reason, detail,
@@ -348,7 +380,7 @@ async fn replay_page(
         sql.push_str(&format!(" AND (topic, partition, \"offset\") > (${}, ${}, ${})", n + 1, n + 2, n + 3));
         params.extend([&t as &(dyn ToSql + Sync), &p, &o]);
     }
-    sql.push_str(&format!(" ORDER BY topic, partition, \"offset\" LIMIT {PAGE} FOR UPDATE SKIP LOCKED"));
+    sql.push_str(&format!(" ORDER BY topic, partition, \"offset\" LIMIT {PAGE} FOR UPDATE"));
     let rows = tx.query(&sql, &params).await.map_err(DbError::pg("reading dead letters to replay"))?;
     let letters: Vec<Letter> = rows
         .iter()
@@ -403,6 +435,7 @@ async fn replay_page(
             Verdict::Fails { reason, detail } => {
                 done.still_failing += 1;
                 if *reason != l.reason || *detail != l.detail {
+                    done.updated += 1;
                     tx.execute(
                         "UPDATE dead_letters SET reason = $4, detail = $5 WHERE topic = $1 AND partition = $2 AND \"offset\" = $3",
                         &[&l.topic, &l.partition, &l.offset, reason, detail],
@@ -524,7 +557,7 @@ pub async fn purge(args: PurgeArgs) -> Result<u64, DeadLetterError> {
     let mut client = pool.get().await.map_err(DbError::pool("purging dead letters"))?;
     let sql = format!("SELECT count(*) FROM dead_letters WHERE {}", filter.sql);
     let count: i64 = client.query_one(&sql, &filter.params()).await.map_err(DbError::pg("counting dead letters"))?.get(0);
-    let age = humantime::format_duration(args.older_than);
+    let age = short_duration(args.older_than);
     if args.dry_run {
         println!("{count} dead letters older than {age} match; --dry-run: nothing deleted");
         return Ok(count as u64);
@@ -534,10 +567,13 @@ pub async fn purge(args: PurgeArgs) -> Result<u64, DeadLetterError> {
     let mut deleted = 0u64;
     loop {
         let tx = client.transaction().await.map_err(DbError::pg("beginning a purge transaction"))?;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .await
+            .map_err(DbError::pg("setting lock_timeout"))?;
         let sql = format!(
             "WITH gone AS (
                DELETE FROM dead_letters WHERE ctid IN (
-                 SELECT ctid FROM dead_letters WHERE {} LIMIT {PURGE_PAGE} FOR UPDATE SKIP LOCKED)
+                 SELECT ctid FROM dead_letters WHERE {} ORDER BY topic, partition, \"offset\" LIMIT {PURGE_PAGE} FOR UPDATE)
                RETURNING topic, reason),
              counted AS (SELECT topic, reason, count(*) AS n FROM gone GROUP BY topic, reason ORDER BY topic, reason),
              moved AS (
@@ -558,6 +594,15 @@ pub async fn purge(args: PurgeArgs) -> Result<u64, DeadLetterError> {
     progress.finish();
     println!("purged {deleted} dead letters");
     Ok(deleted)
+}
+
+/// `30d`, `12h`, or humantime's form when not a whole number of hours.
+fn short_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if d.subsec_nanos() == 0 && s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if d.subsec_nanos() == 0 && s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }
 
 /// A progress bar on a terminal; a plain line per page otherwise (a log keeps those).
@@ -612,12 +657,17 @@ mod tests {
 
     #[test]
     fn messages_print_safely() {
-        assert_eq!(render(b"{\"a\":1}", 100), "{\"a\":1}");
-        assert_eq!(render(b"\x1b[31mred\x07", 100), "\\u{1b}[31mred\\u{7}", "escapes cannot drive the terminal");
-        assert_eq!(render(b"line\nnext\ttab", 100), "line\nnext\ttab");
-        assert_eq!(render(&[0xff, 0x00, 0x41], 100), "00000000  ff 00 41\n", "not UTF-8: hex");
-        assert_eq!(render("é".repeat(3).as_bytes(), 3), "é", "a cut inside a character keeps the text before it");
-        assert_eq!(render(&[b'x'; 40], 10), "x".repeat(10));
+        let text = |s: &str| ("text", s.to_string());
+        assert_eq!(render(b"{\"a\":1}", 100, false), text("{\"a\":1}"));
+        assert_eq!(render(b"\x1b[31mred\x07", 100, false), text("\\u{1b}[31mred\\u{7}"), "escapes cannot drive the terminal");
+        assert_eq!(render("a\u{9b}b\u{202e}c\u{2028}".as_bytes(), 100, false), text("a\\u{9b}b\\u{202e}c\\u{2028}"));
+        assert_eq!(render(b"line\nnext\ttab", 100, false), text("line\nnext\ttab"));
+        assert_eq!(render(&[0xff, 0x00, 0x41], 100, false), ("hex: not valid UTF-8", "00000000  ff 00 41\n".into()));
+        assert_eq!(render("é".repeat(3).as_bytes(), 3, false), text("é"), "a cut inside a character keeps the text before it");
+        assert_eq!(render(&"é".as_bytes()[..1], 100, true), text(""), "so does a value stored cut");
+        assert_eq!(render(&"é".as_bytes()[..1], 100, false).0, "hex: not valid UTF-8");
+        assert_eq!(render(&[b'x'; 40], 10, false), text(&"x".repeat(10)));
+        assert_eq!(json_safe("{\"d\":\"a\u{85}\u{2029}\u{7f}\"}"), "{\"d\":\"a\\u0085\\u2029\\u007f\"}");
         assert_eq!(hex_lines(&[0u8; 33]).lines().count(), 2);
         assert_eq!(one_line("a\nb\u{1b}", 100), "a\\nb\\u{1b}");
         assert_eq!(one_line(&"y".repeat(10), 4), "yyyy…");

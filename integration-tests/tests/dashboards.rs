@@ -156,8 +156,14 @@ async fn every_dashboard_query_and_recording_rule_returns_data_under_load() {
     let env = Env::new("dashboards", 3, &[]).await;
     assert!(std::net::TcpListener::bind("127.0.0.1:3000").is_ok(), "port 3000 is taken: stop what runs there (scripts/run?)");
     let aurore = Aurore::spawn_with(&env, &[], 3000, &env.database_url);
-    // ~400 events/s for up to 5 minutes, stopped when every query has answered.
-    let stream = (0..120_000u64).map(|i| ((i % 3) as i32, event(&format!("svc{}", i % 4), "order.created", i))).collect();
+    // ~400 events/s for up to 5 minutes, stopped when every query has answered; one in 500 is
+    // not JSON (the dead-letter panels).
+    let stream = (0..120_000u64)
+        .map(|i| {
+            let value = if i % 500 == 499 { b"not json".to_vec() } else { event(&format!("svc{}", i % 4), "order.created", i) };
+            ((i % 3) as i32, value)
+        })
+        .collect();
     let load = env.produce_stream(&env.producer(&[]), stream, 200, Duration::from_millis(500));
     env.wait_persisted(1_000, Duration::from_secs(60)).await;
     // Rates need two scrapes of aurore (every 15 s) inside their window; recording rules another

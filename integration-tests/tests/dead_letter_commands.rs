@@ -73,7 +73,7 @@ async fn list_show_and_purge() {
 
     let (code, out, _) = dead_letters(&env, &["show", &env.topic, "0", "1"]);
     assert_eq!(code, 0);
-    assert!(out.contains("message (hex: not valid UTF-8):\n00000000  ff fe 00 41"), "{out}");
+    assert!(out.contains("message (hex: not valid UTF-8), each line after \"| \":\n| 00000000  ff fe 00 41"), "{out}");
     let (_, out, _) = dead_letters(&env, &["show", &env.topic, "0", "2"]);
     assert!(out.contains("\\u{1b}[31mred") && !out.contains('\x1b'), "{out}");
     let (_, out, _) = dead_letters(&env, &["show", &env.topic, "0", "3", "--max-bytes", "100"]);
@@ -97,7 +97,16 @@ async fn list_show_and_purge() {
     assert_counts_agree(&env).await;
 
     // Bad usage: exit 2.
-    for args in [&["purge"][..], &["list", "--limit", "0"], &["show", "t", "zero", "1"], &["replay", "--since", "soon"]] {
+    for args in [
+        &["purge"][..],
+        &["list", "--limit", "0"],
+        &["show", "t", "zero", "1"],
+        &["replay", "--since", "soon"],
+        &["list", "--since", "500000y"],
+        &["purge", "--older-than", "500000y"],
+        &["list", "--reason", "no_such_reason"],
+        &["replay", "--max-event-bytes", "0"],
+    ] {
         assert_eq!(dead_letters(&env, args).0, 2, "{args:?}");
     }
 }
@@ -137,6 +146,32 @@ async fn replay_after_a_constraint_is_dropped_races_a_running_aurore_exactly_onc
     assert!(out.starts_with("200 dead letters examined: 0 became events, 200 still fail"), "{out}");
 
     db.batch_execute("ALTER TABLE events DROP CONSTRAINT no_blocked").await.unwrap();
+    // A dead letter another session holds is waited for, not skipped.
+    let mut holder = env.db().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM dead_letters WHERE reason = 'postgres_rejected' LIMIT 10 FOR UPDATE", &[]).await.unwrap();
+    let dry = tokio::task::spawn_blocking({
+        let (url, topic) = (env.database_url.clone(), env.topic.clone());
+        move || {
+            Command::new(aurore_bin())
+                .args(["dead-letters", "replay", "--dry-run", "--topic", &topic])
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap()
+        }
+    });
+    wait_until("the dry run waiting for the held rows", Duration::from_secs(30), || async {
+        let waiting: i64 = count(
+            &env,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM dead_letters%'",
+        )
+        .await;
+        (waiting > 0).then_some(())
+    })
+    .await;
+    hold.rollback().await.unwrap();
+    let out = String::from_utf8(dry.await.unwrap().stdout).unwrap();
+    assert!(out.starts_with("201 dead letters examined: 200 would become events, 1 still fail"), "{out}");
     let (_, out, _) = dead_letters(&env, &["replay", "--dry-run"]);
     assert!(out.starts_with("201 dead letters examined: 200 would become events, 1 still fail"), "{out}");
     assert_eq!(count(&env, "SELECT count(*) FROM dead_letters").await, 201, "a dry run changes nothing");

@@ -600,33 +600,24 @@ impl Poller {
     }
 }
 
-/// Closes a consumer (leaving its group) within [`CLOSE_TIMEOUT`], its burst queue first. One
-/// that does not close in time is left behind, its threads running on, rather than holding the
-/// poll thread: `BaseConsumer`'s drop waits for the close without bound.
+/// Closes a consumer (leaving its group) within [`CLOSE_TIMEOUT`], its burst queue first. The
+/// close runs on a thread of its own (`BaseConsumer`'s drop polls until the consumer has closed,
+/// without bound): one that does not close in time is left behind, its threads running on,
+/// rather than holding the poll thread.
 fn close_within(consumer: Arc<BaseConsumer<Context>>, messages: MessageQueue, watch: &PollWatch) {
     watch.stamp(Phase::Closing);
     consumer.context().messages.clear();
     drop(messages);
-    // The poll thread holds the only reference once its loop has ended.
-    let Ok(consumer) = Arc::try_unwrap(consumer) else {
-        tracing::warn!("the Kafka consumer is still referenced; it closes when the last reference goes");
-        return;
-    };
-    if let Err(e) = consumer.close_queue() {
-        tracing::warn!(error = %e, "closing the Kafka consumer failed");
-        return;
-    }
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    while !consumer.closed() {
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                timeout_s = CLOSE_TIMEOUT.as_secs(),
-                "the Kafka consumer did not leave its group in time; it is left behind (its session times out)"
-            );
-            std::mem::forget(consumer);
-            return;
-        }
-        consumer.poll(Duration::from_millis(100));
+    let (closed, is_closed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    if spawned.is_err() || is_closed.recv_timeout(CLOSE_TIMEOUT).is_err() {
+        tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "the Kafka consumer did not leave its group in time; it is left behind (its session times out)"
+        );
     }
 }
 
