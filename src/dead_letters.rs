@@ -171,7 +171,7 @@ fn invisible_mover(c: char) -> bool {
 }
 
 /// JSON text whose strings escape, as `\uXXXX`, what serde_json writes raw although it can
-/// drive a terminal: DEL, the C1 controls and [`invisible_mover`]s.
+/// drive a terminal: DEL, the C1 controls and `invisible_mover`s.
 pub fn json_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -185,7 +185,7 @@ pub fn json_safe(json: &str) -> String {
 }
 
 /// Text safe to print on a terminal: control characters other than newline and tab, and
-/// [`invisible_mover`]s, escaped (`\u{1b}`), so that a message cannot drive the terminal.
+/// `invisible_mover`s, escaped (`\u{1b}`), so that a message cannot drive the terminal.
 pub fn safe_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -303,7 +303,8 @@ struct Letter {
     reason: String,
     detail: String,
     /// Kafka's timestamp, or `received_at` for rows stored before V7; Unix microseconds.
-    timestamp: i64,
+    /// `None`: Kafka's was no time aurore accepts (a V7 row without one).
+    timestamp: Option<i64>,
 }
 
 /// What becomes of one letter.
@@ -369,7 +370,8 @@ async fn replay_page(
     let mut params = filter.params();
     let mut sql = format!(
         "SELECT topic, partition, \"offset\", raw, size, reason, detail,
-                ((extract(epoch FROM coalesce(kafka_timestamp, received_at)) * 1000000)::int8)
+                CASE WHEN kafka_timestamp IS NULL AND size IS NOT NULL THEN NULL
+                     ELSE (extract(epoch FROM coalesce(kafka_timestamp, received_at)) * 1000000)::int8 END
          FROM dead_letters WHERE {}",
         filter.sql
     );
@@ -505,7 +507,10 @@ fn judge(l: &Letter, max_event_bytes: usize, buf: &mut BytesMut) -> Verdict {
     match event::decode(l.raw.as_deref(), max_event_bytes) {
         Err(invalid) => Verdict::Fails { reason: invalid.reason.label(), detail: invalid.detail },
         Ok(ev) => {
-            let occurred_at = ev.timestamp_micros.unwrap_or(l.timestamp);
+            let Some(occurred_at) = ev.timestamp_micros.or(l.timestamp) else {
+                // As the pipeline decided: no time of its own, and Kafka's was no time.
+                return Verdict::Fails { reason: Reject::TimestampOutOfRange.label(), detail: l.detail.clone() };
+            };
             let start = buf.len();
             copy::encode_row(
                 buf,

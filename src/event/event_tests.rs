@@ -39,9 +39,10 @@ fn full_event() {
 }
 
 #[test]
-fn nulls_mean_absent() {
+fn null_id_and_timestamp_mean_absent_and_a_null_payload_is_kept() {
     let e = ok(r#"{"service":"s","event_type":"t","id":null,"timestamp":null,"payload":null}"#);
-    assert_eq!((e.id, e.timestamp_micros, e.payload.is_none()), (None, None, true));
+    assert_eq!((e.id, e.timestamp_micros, e.payload), (None, None, Some("null")));
+    assert_eq!(ok(r#"{"service":"s","event_type":"t"}"#).payload, None, "absent: stored as {{}}");
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub fn decode(text: &str) -> Option<Event<'_>> {
         service: Cow::Borrowed(service?),
         event_type: Cow::Borrowed(event_type?),
         timestamp_micros: timestamp.flatten(),
-        payload: payload.filter(|&p| p != "null"),
+        payload,
         extra,
     })
 }
@@ -313,8 +313,9 @@ fn special_at_swar(b: &[u8]) -> Option<usize> {
     b[at..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|k| at + k)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, in Unix microseconds, fraction truncated; the
-/// shape almost every producer sends. Anything else (lower-case letters, a leap second, more
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, in Unix microseconds, the fraction rounded as
+/// PostgreSQL rounds it ([`fraction_micros`](super::fraction_micros)); the shape almost every
+/// producer sends. Anything else (lower-case letters, a leap second, more
 /// than nine decimals) is left to chrono. `None` also when outside the accepted range.
 pub fn rfc3339_micros(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -336,7 +337,7 @@ pub fn rfc3339_micros(s: &str) -> Option<i64> {
         if !(1..=9).contains(&digits) {
             return None;
         }
-        micros = num(at + 1, digits.min(6))? * 10i64.pow(6 - digits.min(6) as u32);
+        micros = super::fraction_micros(s.get(at..at + 1 + digits)?)?;
         at += 1 + digits;
     }
     let offset_secs = match *b.get(at)? {
@@ -344,7 +345,8 @@ pub fn rfc3339_micros(s: &str) -> Option<i64> {
         sign @ (b'+' | b'-') if b.len() == at + 6 => {
             sep(at + 3, b':')?;
             let (h, m) = (num(at + 1, 2)?, num(at + 4, 2)?);
-            if h > 23 || m > 59 {
+            // Beyond PostgreSQL's 15:59: the general decoder refuses it and says why.
+            if h * 3600 + m * 60 > super::MAX_UTC_OFFSET_SECS || m > 59 {
                 return None;
             }
             (h * 3600 + m * 60) * if sign == b'+' { 1 } else { -1 }

@@ -159,14 +159,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
             (None, None) => return Err(de::Error::missing_field("event_type")),
         };
         self.kind.set(Reject::InvalidJson);
-        Ok(Event {
-            id: id.flatten(),
-            service,
-            event_type,
-            timestamp_micros: timestamp.flatten(),
-            payload: payload.filter(|&p| p != "null"),
-            extra,
-        })
+        Ok(Event { id: id.flatten(), service, event_type, timestamp_micros: timestamp.flatten(), payload, extra })
     }
 }
 
@@ -257,8 +250,23 @@ impl<'de> Visitor<'de> for TimestampField {
         Ok(None)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i64>, E> {
-        DateTime::parse_from_rfc3339(v)
-            .map(|t| Some(t.timestamp_micros()))
-            .map_err(|e| E::custom(format_args!("`timestamp` is not RFC 3339 ({e}): {:.64}", v)))
+        let t = DateTime::parse_from_rfc3339(v)
+            .map_err(|e| E::custom(format_args!("`timestamp` is not RFC 3339 ({e}): {:.64}", v)))?;
+        if i64::from(t.offset().local_minus_utc().abs()) > super::MAX_UTC_OFFSET_SECS {
+            return Err(E::custom(format_args!(
+                "`timestamp` has a UTC offset beyond ±15:59, which PostgreSQL refuses: {:.64}",
+                v
+            )));
+        }
+        // chrono keeps nanoseconds and truncates beyond; PostgreSQL rounds every digit to the
+        // microsecond: the whole second from chrono (a leap second is the next one, as in
+        // PostgreSQL), the fraction as PostgreSQL reads it. RFC 3339's seconds end at byte 19.
+        let leap = i64::from(t.timestamp_subsec_nanos() >= 1_000_000_000);
+        let fraction = v.get(19..).filter(|f| f.starts_with('.')).map(|f| {
+            let end = f[1..].find(|c: char| !c.is_ascii_digit()).map_or(f.len(), |k| k + 1);
+            &f[..end]
+        });
+        let micros = fraction.and_then(super::fraction_micros).unwrap_or(0);
+        Ok(Some((t.timestamp() + leap) * 1_000_000 + micros))
     }
 }

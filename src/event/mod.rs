@@ -43,7 +43,8 @@ pub struct Event<'a> {
     pub event_type: Cow<'a, str>,
     /// Microseconds since the Unix epoch, when the message carried a timestamp.
     pub timestamp_micros: Option<i64>,
-    /// The payload's JSON text exactly as sent; `None` means `{}`.
+    /// The payload's JSON text exactly as sent (`null` too: jsonb holds it); `None`, absent,
+    /// means `{}`.
     pub payload: Option<&'a str>,
     /// Unknown top-level fields and their JSON text as it came; stored in the `extra` jsonb column.
     pub extra: Vec<(Cow<'a, str>, &'a str)>,
@@ -62,11 +63,53 @@ impl Invalid {
     }
 }
 
+impl Invalid {
+    /// An event without `timestamp` takes its Kafka message's, which must then be a time aurore
+    /// accepts: a producer writing microseconds or nanoseconds into a field meant for
+    /// milliseconds (older brokers and mirrors accept them) gives times tens of thousands of
+    /// years away. `millis` as Kafka gave it.
+    pub fn kafka_timestamp_out_of_range(millis: i64) -> Self {
+        Invalid::new(
+            Reject::TimestampOutOfRange,
+            format!(
+                "the event has no `timestamp` and its Kafka message timestamp, {millis} ms since the epoch, is outside \
+                 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (was it written in microseconds or nanoseconds?)"
+            ),
+        )
+    }
+}
+
+/// The microseconds of a fraction of a second written `.ddd…` (the dot included), rounded as
+/// PostgreSQL's timestamp input rounds them (`ParseFractionalSecond`: `strtod`, then `rint`
+/// of it times 10⁶, ties to even): 0 ..= 1,000,000, the last a carry into the next second.
+/// `None` if `fraction` is not a dot and digits.
+pub fn fraction_micros(fraction: &str) -> Option<i64> {
+    let digits = fraction.strip_prefix('.')?;
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // Rust's parse rounds correctly, as glibc's strtod does; the product is the same IEEE
+    // operation as PostgreSQL's.
+    let f: f64 = fraction.parse().ok()?;
+    Some((f * 1_000_000.0).round_ties_even() as i64)
+}
+
+/// A Kafka message timestamp (Unix milliseconds) as Unix microseconds, if it is a time aurore
+/// accepts ([`MIN_TIMESTAMP_MICROS`] ..= [`MAX_TIMESTAMP_MICROS`]); never overflows.
+pub fn kafka_micros(millis: i64) -> Option<i64> {
+    millis.checked_mul(1000).filter(|t| (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS).contains(t))
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.reason.label(), self.detail)
     }
 }
+
+/// The largest UTC offset PostgreSQL's timestamp input takes, in seconds: 15:59
+/// (`datetime.c`: `MAX_TZDISP_HOUR` 15). RFC 3339 allows 23:59; PostgreSQL refuses the rest
+/// ("time zone displacement out of range"), and so does aurore.
+pub const MAX_UTC_OFFSET_SECS: i64 = 15 * 3600 + 59 * 60;
 
 /// Namespace of the ids aurore derives for events that carry none (UUID v5).
 pub(crate) const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0d_4f2e_8c1b_5e7a_9d34_2b6f_a1c0_e583);

@@ -108,24 +108,43 @@ fn hex4(h: &[u8]) -> Option<u32> {
     h.iter().try_fold(0, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)?))
 }
 
-/// PostgreSQL numeric: at most 131,072 digits before the point and 16,383 after.
+/// Whether PostgreSQL's numeric input takes a JSON number (`numeric.c`, `set_var_from_str` and
+/// `make_result`): an exponent of magnitude below `INT_MAX / 2`; a display scale (digits after
+/// the point as written, less the exponent) of at most 16,383 (`NUMERIC_DSCALE_MAX`), zero
+/// included; and, unless zero, a leading digit below 10^131072 (a base-10000 weight within
+/// `int16`).
 fn number_storable(field: &str, n: &str) -> Result<(), Invalid> {
+    let refuse = || {
+        Err(Invalid::new(
+            Reject::NumberOutOfRange,
+            format!("`{field}` holds a number outside PostgreSQL's numeric range: {n:.40}"),
+        ))
+    };
     let (mantissa, exp) = match n.find(['e', 'E']) {
+        // strtol clamps an overflow, which then fails the bound as well.
         Some(p) => (&n[..p], n[p + 1..].parse::<i64>().unwrap_or(i64::MAX)),
         None => (n, 0),
     };
+    if exp.unsigned_abs() >= (i32::MAX / 2) as u64 {
+        return refuse();
+    }
     let mantissa = mantissa.trim_start_matches('-');
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let int_digits = int.trim_start_matches('0').len() as i64;
-    let frac_digits = frac.len() as i64;
-    let before = int_digits.saturating_add(exp);
-    let after = frac_digits.saturating_sub(exp);
-    let is_zero = int.bytes().chain(frac.bytes()).all(|c| c == b'0');
-    if !is_zero && (before > 131_072 || after > 16_383) {
-        return Err(Invalid::new(
-            Reject::NumberOutOfRange,
-            format!("`{field}` holds a number outside PostgreSQL's numeric range"),
-        ));
+    if (frac.len() as i64 - exp).max(0) > 16_383 {
+        return refuse();
+    }
+    let int = int.trim_start_matches('0');
+    // The power of ten of the leading digit.
+    let lead = if !int.is_empty() {
+        int.len() as i64 - 1 + exp
+    } else {
+        match frac.bytes().position(|c| c != b'0') {
+            Some(k) => -(k as i64) - 1 + exp,
+            None => return Ok(()), // zero
+        }
+    };
+    if lead >= 131_072 {
+        return refuse();
     }
     Ok(())
 }

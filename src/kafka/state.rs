@@ -550,16 +550,29 @@ impl PollerState {
             let m = &burst[d.msg];
             let bytes = m.value.map_or(0, <[u8]>::len);
             self.largest = self.largest.max(bytes);
-            let appended_at = m.timestamp_millis.map_or_else(now_micros, |ms| ms * 1000);
+            // Kafka's timestamp, when it is a time at all; the time it was taken otherwise.
+            let kafka_time = m.timestamp_millis.map(|ms| (ms, event::kafka_micros(ms)));
+            let appended_at = match kafka_time {
+                Some((_, Some(t))) => t,
+                _ => now_micros(),
+            };
             let worker = self.batcher.worker_of(m.topic, m.partition);
             let topic = self.tracker.topic(m.topic);
             let unit = self.batcher.unit(worker, topic, m.partition, d.epoch);
             match d.event {
                 Ok(ev) => {
                     let id = ev.id.unwrap_or_else(|| *derived.next().expect("an id derived for each event without one"));
-                    unit.push_event(&ev, m.offset, appended_at, id, bytes);
+                    match kafka_time {
+                        Some((ms, None)) if ev.timestamp_micros.is_none() => {
+                            unit.push_dead(m.offset, m.value, m.key, None, Invalid::kafka_timestamp_out_of_range(ms))
+                        }
+                        _ => unit.push_event(&ev, m.offset, appended_at, id, bytes),
+                    }
                 }
-                Err(invalid) => unit.push_dead(m.offset, m.value, m.key, appended_at, invalid),
+                Err(invalid) => {
+                    let time = kafka_time.map_or(Some(appended_at), |(_, t)| t);
+                    unit.push_dead(m.offset, m.value, m.key, time, invalid)
+                }
             }
             self.taken = (self.taken.0 + 1, self.taken.1 + bytes);
             if self.batcher.is_full(worker) {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::copy;
+use crate::event::Reject;
 use crate::pipeline::offsets::Fence;
 
 const HOLD: Duration = Duration::from_secs(1);
@@ -607,4 +608,38 @@ fn a_unit_persisted_after_its_partition_was_refused_commits_nothing_to_kafka() {
     let (_, cmds) = commands(&mut s, now + crate::kafka::commits::RECOMMIT * 2);
     assert!(cmds.iter().all(|c| !matches!(c, Command::Commit(_))), "{cmds:?}");
     assert_eq!(s.buffered(), 0, "its buffer space is free all the same");
+}
+
+#[test]
+fn an_event_without_a_time_of_its_own_needs_a_kafka_timestamp_in_range() {
+    let mut s = state(100);
+    assign(&mut s, 0, Start::Kafka);
+    const TIMED: &str = r#"{"service":"s","event_type":"t","timestamp":"2026-01-01T00:00:00Z"}"#;
+    let at = |offset, json: &'static str, millis| Msg { timestamp_millis: Some(millis), ..msg(0, offset, json) };
+    // Microseconds and nanoseconds where milliseconds belong; and the edges of the range.
+    let burst = [
+        at(0, EVENT, 1_714_557_600_000_000),
+        at(1, EVENT, i64::MAX),
+        at(2, EVENT, i64::MIN),
+        at(3, TIMED, i64::MAX),
+        at(4, EVENT, crate::event::MAX_TIMESTAMP_MICROS / 1000),
+        at(5, EVENT, crate::event::MIN_TIMESTAMP_MICROS / 1000 - 1),
+    ];
+    s.take(&burst);
+    s.flush_all();
+    let (sent, _) = commands(&mut s, Instant::now());
+    let dead: Vec<(i64, Reject, Option<i64>)> =
+        sent.iter().flat_map(|b| &b.units).flat_map(|u| &u.dead).map(|d| (d.offset, d.reason, d.kafka_timestamp)).collect();
+    let none = None;
+    assert_eq!(
+        dead,
+        [
+            (0, Reject::TimestampOutOfRange, none),
+            (1, Reject::TimestampOutOfRange, none),
+            (2, Reject::TimestampOutOfRange, none),
+            (5, Reject::TimestampOutOfRange, none)
+        ]
+    );
+    let rows: usize = sent.iter().flat_map(|b| &b.units).map(|u| u.row_count()).sum();
+    assert_eq!(rows, 2, "its own timestamp, and the last millisecond in range, are stored");
 }

@@ -63,8 +63,9 @@ pub struct DeadLetter {
     pub size: i32,
     /// The message key as received.
     pub key: Option<Vec<u8>>,
-    /// Kafka's timestamp (or the time it was taken, when it had none), Unix microseconds.
-    pub kafka_timestamp: i64,
+    /// Kafka's timestamp (or the time it was taken, when it had none), Unix microseconds;
+    /// `None` when Kafka's was no time aurore accepts (see `event::kafka_micros`).
+    pub kafka_timestamp: Option<i64>,
     pub reason: Reject,
     pub detail: String,
 }
@@ -166,7 +167,14 @@ impl Unit {
     }
 
     /// Records a rejected message. `kafka_timestamp` is Unix microseconds.
-    pub fn push_dead(&mut self, offset: i64, raw: Option<&[u8]>, key: Option<&[u8]>, kafka_timestamp: i64, invalid: Invalid) {
+    pub fn push_dead(
+        &mut self,
+        offset: i64,
+        raw: Option<&[u8]>,
+        key: Option<&[u8]>,
+        kafka_timestamp: Option<i64>,
+        invalid: Invalid,
+    ) {
         let bytes = raw.map_or(0, <[u8]>::len);
         self.dead.push(DeadLetter {
             offset,

@@ -61,13 +61,16 @@ fn dead_letters_take_offsets_and_buffer_bytes() {
     let topic: Arc<str> = Arc::from("events");
     let raw = vec![b'x'; DEAD_LETTER_RAW_LIMIT + 10];
     let invalid = decode(Some(&raw), 1 << 20).unwrap_err();
-    b.unit(0, &topic, 0, 1).push_dead(5, Some(&raw), Some(b"k"), 7, invalid);
-    b.unit(0, &topic, 0, 1).push_dead(6, None, None, 0, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 0, 1).push_dead(5, Some(&raw), Some(b"k"), Some(7), invalid);
+    b.unit(0, &topic, 0, 1).push_dead(6, None, None, None, decode(None, 1).unwrap_err());
     let (batch, _) = b.take(0, |_| Some(Fence::At(5)));
     let u = &batch.unwrap().units[0];
     assert_eq!((u.next_offset, u.messages, u.bytes, u.row_count()), (7, 2, raw.len(), 0));
     assert_eq!(u.dead[0].raw.as_ref().unwrap().len(), raw.len(), "kept whole; the table's insert cuts it");
-    assert_eq!((u.dead[0].size as usize, u.dead[0].key.as_deref(), u.dead[0].kafka_timestamp), (raw.len(), Some(&b"k"[..]), 7));
+    assert_eq!(
+        (u.dead[0].size as usize, u.dead[0].key.as_deref(), u.dead[0].kafka_timestamp),
+        (raw.len(), Some(&b"k"[..]), Some(7))
+    );
     assert_eq!(u.dead[1].raw, None);
     assert_eq!(u.dead[1].reason, Reject::Tombstone);
 }
@@ -78,7 +81,7 @@ fn linger_makes_a_batch_due() {
     let topic: Arc<str> = Arc::from("events");
     assert!(b.next_due().is_none());
     let w = b.worker_of("events", 0);
-    b.unit(w, &topic, 0, 1).push_dead(0, None, None, 0, decode(None, 1).unwrap_err());
+    b.unit(w, &topic, 0, 1).push_dead(0, None, None, None, decode(None, 1).unwrap_err());
     let due = b.next_due().unwrap();
     assert!(!b.is_due(w, due - Duration::from_millis(1)));
     assert!(b.is_due(w, due));
@@ -88,9 +91,9 @@ fn linger_makes_a_batch_due() {
 fn stale_units_are_handed_back_and_discard_removes_a_partition() {
     let mut b = Batcher::new(1, 100, Duration::from_secs(1));
     let topic: Arc<str> = Arc::from("events");
-    b.unit(0, &topic, 0, 1).push_dead(0, None, None, 0, decode(None, 1).unwrap_err());
-    b.unit(0, &topic, 1, 2).push_dead(0, None, None, 0, decode(None, 1).unwrap_err());
-    b.unit(0, &topic, 2, 3).push_dead(0, None, None, 0, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 0, 1).push_dead(0, None, None, None, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 1, 2).push_dead(0, None, None, None, decode(None, 1).unwrap_err());
+    b.unit(0, &topic, 2, 3).push_dead(0, None, None, None, decode(None, 1).unwrap_err());
     assert_eq!(b.discard("events", 1).unwrap().partition, 1);
     assert!(b.discard("events", 1).is_none());
     let (batch, stale) = b.take(0, |u| (u.epoch != 3).then_some(Fence::Absent));

@@ -36,8 +36,9 @@ pub struct Copy<'a> {
     pub key: Option<&'a [u8]>,
     pub reason: &'a str,
     pub detail: &'a str,
-    /// The original message's timestamp, Unix microseconds.
-    pub timestamp_micros: i64,
+    /// The original message's timestamp, Unix microseconds (`None`: not a time; the copy gets
+    /// the time it is produced).
+    pub timestamp_micros: Option<i64>,
 }
 
 pub struct DeadLetterTopic {
@@ -79,8 +80,10 @@ impl DeadLetterTopic {
                 .insert(Header { key: "__connect.errors.connector.name", value: Some("aurore") })
                 .insert(Header { key: "__connect.errors.exception.class.name", value: Some(c.reason) })
                 .insert(Header { key: "__connect.errors.exception.message", value: Some(c.detail) });
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&self.topic).headers(headers).timestamp(c.timestamp_micros.div_euclid(1000));
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+            if let Some(t) = c.timestamp_micros {
+                record = record.timestamp(t.div_euclid(1000));
+            }
             if let Some(v) = c.value {
                 record = record.payload(v);
             }

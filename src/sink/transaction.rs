@@ -172,7 +172,7 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
     );
     let mut sizes: Vec<i32> = Vec::with_capacity(n);
     let mut keys: Vec<Option<&[u8]>> = Vec::with_capacity(n);
-    let mut timestamps: Vec<i64> = Vec::with_capacity(n);
+    let mut timestamps: Vec<Option<i64>> = Vec::with_capacity(n);
     for u in units {
         for d in &u.dead {
             topics.push(&*u.topic);
@@ -200,7 +200,7 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
         reasons.push(Reject::PostgresRejected.label());
         details.push(no_nul(msg));
         keys.push(None);
-        timestamps.push(unit.row_meta[*row].appended_at);
+        timestamps.push(Some(unit.row_meta[*row].appended_at));
     }
     tx.execute(
         sql::INSERT_DEAD_LETTERS,
@@ -246,7 +246,7 @@ async fn copy_dead_letters(
         key: None,
         reason: Reject::PostgresRejected.label(),
         detail: msg,
-        timestamp_micros: units[*u].row_meta[*row].appended_at,
+        timestamp_micros: Some(units[*u].row_meta[*row].appended_at),
     });
     let copies: Vec<dead_letter_topic::Copy<'_>> = found.chain(refused).collect();
     topic.send_all(&copies).await
