@@ -396,3 +396,91 @@ async fn strings_agree_with_postgresql() {
     }
     report.finish(inputs.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+/// A JSON value built as a tree, and what it holds by construction: a key repeated in one
+/// object (compared decoded, as jsonb compares them), and its nesting depth.
+struct Built {
+    json: String,
+    duplicate: bool,
+    depth: usize,
+}
+
+/// Keys from a small set, so that repeats come often; `a` also written `\u0061`.
+fn object_value(rng: &mut fastrand::Rng, depth: usize, max_depth: usize) -> Built {
+    let leaf = || Built { json: String::new(), duplicate: false, depth: 0 };
+    if depth >= max_depth || rng.u8(..3) == 0 {
+        let mut b = leaf();
+        b.json = ["1", "\"v\"", "null", "[]", "{}", "-0.5e3", "true"][rng.usize(..7)].to_string();
+        b.depth = usize::from(b.json.starts_with(['[', '{']));
+        return b;
+    }
+    let object = rng.bool();
+    let n = rng.usize(0..5);
+    let mut out = Built { json: String::from(if object { "{" } else { "[" }), duplicate: false, depth: 0 };
+    let mut seen: Vec<&str> = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            out.json.push(',');
+        }
+        if object {
+            let (written, decoded) = [("a", "a"), ("\\u0061", "a"), ("b", "b"), ("c d", "c d"), ("e", "e")][rng.usize(..5)];
+            out.duplicate |= seen.contains(&decoded);
+            seen.push(decoded);
+            out.json.push_str(&format!("\"{written}\":"));
+        }
+        let child = object_value(rng, depth + 1, max_depth);
+        out.duplicate |= child.duplicate;
+        out.depth = out.depth.max(child.depth);
+        out.json.push_str(&child.json);
+    }
+    out.json.push(if object { '}' } else { ']' });
+    out.depth += 1;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_agree_with_postgresql() {
+    let db = client().await;
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let built: Vec<Built> = (0..PER_CLASS)
+        .map(|_| {
+            let mut b = object_value(&mut rng, 0, 6);
+            // Nesting at aurore's limit (128) and just past it, around a value.
+            if rng.u8(..20) == 0 {
+                let extra = event::MAX_DEPTH - b.depth + rng.usize(0..=1);
+                b.json = format!("{}{}{}", "[".repeat(extra), b.json, "]".repeat(extra));
+                b.depth += extra;
+            }
+            b
+        })
+        .collect();
+    let inputs: Vec<String> = built.iter().map(|b| b.json.clone()).collect();
+    let pg = postgres(&db, "jsonb", &inputs).await;
+    let mut report = Report::new("objects");
+    for (b, pg) in built.iter().zip(pg) {
+        assert!(pg.is_some(), "PostgreSQL refuses a generated value: {:.200}", b.json);
+        for json in [
+            format!(r#"{{"service":"s","event_type":"t","payload":{}}}"#, b.json),
+            format!(r#"{{"service":"s","event_type":"t","x":{}}}"#, b.json),
+        ] {
+            match aurore(json.as_bytes()) {
+                Ok(_) if !b.duplicate && b.depth <= event::MAX_DEPTH => {}
+                Err(Reject::TooDeep) if b.depth > event::MAX_DEPTH => report.stricter += 1,
+                Err(Reject::DuplicateKey) if b.duplicate => {}
+                other => report.disagree(
+                    &b.json,
+                    format!(
+                        "aurore: {:?}; built with a duplicate: {}, depth {}",
+                        other.map(|_| "stored").map_err(|r| r.label()),
+                        b.duplicate,
+                        b.depth
+                    ),
+                ),
+            }
+        }
+    }
+    report.finish(inputs.len());
+}

@@ -194,6 +194,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips one JSON value, validating it, without recursion.
     fn value(&mut self) -> Option<()> {
+        let mut keys = Keys::new();
         let mut depth = 0u32;
         // Bit `d` says whether the container at depth `d + 1` is an object.
         let mut objects = 0u64;
@@ -213,7 +214,7 @@ impl<'a> Scanner<'a> {
                         objects = objects & !(1 << depth) | (u64::from(open == b'{') << depth);
                         depth += 1;
                         if open == b'{' {
-                            self.key()?;
+                            self.key(&mut keys, depth)?;
                         }
                         continue;
                     }
@@ -236,25 +237,79 @@ impl<'a> Scanner<'a> {
                     (b',', _) => {
                         self.ws();
                         if object {
-                            self.key()?;
+                            self.key(&mut keys, depth)?;
                         }
                         break;
                     }
-                    (b'}', true) | (b']', false) => depth -= 1,
+                    (b'}', true) => {
+                        keys.close(depth);
+                        depth -= 1;
+                    }
+                    (b']', false) => depth -= 1,
                     _ => return None,
                 }
             }
         }
     }
 
-    /// An object key and its colon, leaving the scanner at the value.
+    /// An object key (of the object at `depth`) and its colon, leaving the scanner at the
+    /// value. `None` for a key the object already has, or one it cannot compare cheaply.
     #[inline(always)]
-    fn key(&mut self) -> Option<()> {
+    fn key(&mut self, keys: &mut Keys, depth: u32) -> Option<()> {
+        let start = self.i + 1;
         self.string()?;
+        keys.add(self.b, depth, start, self.i - 1)?;
         self.ws();
         self.eat(b':')?;
         self.ws();
         Some(())
+    }
+}
+
+/// The keys of the objects open in a value, to find a repeated one (jsonb would keep the last,
+/// storing the event altered: the general decoder dead-letters it). On the stack: a value with
+/// more than [`Keys::MAX`] keys open at once, or a key with an escape (compared decoded), goes
+/// to the general decoder.
+struct Keys {
+    /// (depth of the object, start, end) of each key, innermost object last.
+    at: [(u32, u32, u32); Keys::MAX],
+    n: usize,
+}
+
+impl Keys {
+    const MAX: usize = 48;
+
+    #[inline(always)]
+    fn new() -> Self {
+        Keys { at: [(0, 0, 0); Keys::MAX], n: 0 }
+    }
+
+    /// The key `b[start..end]` of the object at `depth`; `None` if that object has it already.
+    #[inline(always)]
+    fn add(&mut self, b: &[u8], depth: u32, start: usize, end: usize) -> Option<()> {
+        let key = &b[start..end];
+        if memchr::memchr(b'\\', key).is_some() || self.n == Keys::MAX {
+            return None;
+        }
+        for &(d, s, e) in self.at[..self.n].iter().rev() {
+            if d != depth {
+                break;
+            }
+            if &b[s as usize..e as usize] == key {
+                return None;
+            }
+        }
+        self.at[self.n] = (depth, start as u32, end as u32);
+        self.n += 1;
+        Some(())
+    }
+
+    /// The object at `depth` closed.
+    #[inline(always)]
+    fn close(&mut self, depth: u32) {
+        while self.n > 0 && self.at[self.n - 1].0 == depth {
+            self.n -= 1;
+        }
     }
 }
 

@@ -85,6 +85,8 @@ fn the_fast_path_never_disagrees_with_the_general_decoder() {
         r#"{"id":"6f1c1c9e-54b2-4a53-9d0c-6f2b8f1b6a10","service":"s","type":"t","timestamp":"2024-02-29T23:59:59.123456789-05:30","payload":[1,-2.5,0,true,false,null,"a\"b\\c\n\/"],"tenant":"x","n":-0.25}"#,
         r#"{ "service" : "s" , "event_type" : "t" , "payload" : { "a" : [ { } , [ ] , "\u00e9" , 1e3 , 1E-3 ] } , "extra" : null }"#,
         r#"{"service":"s","event_type":"t","payload":[[[[[[1]]]]]],"id":null,"timestamp":null}"#,
+        // Keys that a mutation easily repeats, at several depths.
+        r#"{"service":"s","event_type":"t","payload":{"a":1,"b":{"a":{"a":1},"c":[{"a":1},{"a":2,"b":3}]}},"x":{"a":1,"b":2}}"#,
     ];
     let alphabet: &[&str] = &[
         "{",
@@ -108,6 +110,8 @@ fn the_fast_path_never_disagrees_with_the_general_decoder() {
         "n",
         "null",
         "true",
+        "\"a\":1,",
+        "\"b\":{\"a\":2},",
         " ",
         "\n",
         "\t",
@@ -210,4 +214,23 @@ fn special_bytes_are_found_at_every_position() {
             assert_eq!(special_at(&vec![plain; len]), None, "len {len} byte {plain:#x}");
         }
     }
+}
+
+#[test]
+fn nested_duplicate_keys_go_to_the_general_decoder_which_names_them() {
+    for (json, path) in [
+        (r#"{"service":"s","event_type":"t","payload":{"a":1,"a":2}}"#, "$.payload.a"),
+        (r#"{"service":"s","event_type":"t","payload":{"x":[{"k":1},{"k":1,"k":2}]}}"#, "$.payload.x[1].k"),
+        (r#"{"service":"s","event_type":"t","extra":{"m":{"n":1,"n":1}}}"#, "$.extra.m.n"),
+        (r#"{"service":"s","event_type":"t","payload":{"a":1,"\u0061":2}}"#, "$.payload.a"),
+    ] {
+        assert_eq!(decode(json), None, "{json}");
+        let e = decode_general(json).unwrap_err();
+        assert_eq!(e.reason, crate::event::Reject::DuplicateKey, "{json}");
+        assert!(e.detail.starts_with(&format!("duplicate key at {path}:")), "{json}: {}", e.detail);
+    }
+    // The same key in sibling objects, and many keys, stay on the fast path.
+    assert!(decode(r#"{"service":"s","event_type":"t","payload":[{"a":1,"b":2},{"a":1,"b":2}]}"#).is_some());
+    let wide: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    assert!(decode(&format!(r#"{{"service":"s","event_type":"t","payload":{{{}}}}}"#, wide.join(","))).is_some());
 }

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::keys::no_duplicate_keys;
 use super::storable::json_storable;
 use super::{Event, Invalid, MAX_NAME_CHARS, MAX_TIMESTAMP_MICROS, MIN_TIMESTAMP_MICROS, Reject};
 
@@ -58,12 +59,14 @@ impl<'a> Event<'a> {
         }
         if let Some(p) = self.payload {
             json_storable("payload", p)?;
+            no_duplicate_keys("payload", p)?;
         }
         for (key, value) in &self.extra {
             if key.contains('\0') {
                 return Err(Invalid::new(Reject::NulCharacter, "a top-level key contains the NUL character"));
             }
             json_storable(key, value)?;
+            no_duplicate_keys(key, value)?;
         }
         Ok(self)
     }

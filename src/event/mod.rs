@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 pub mod fastpath;
 mod general;
+mod keys;
 mod reason;
 mod storable;
 
