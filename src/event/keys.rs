@@ -3,8 +3,8 @@
 //! `duplicate_key`, naming the JSON path of the second occurrence (`$.payload.a[2].b`). Keys
 //! compare as decoded strings (`"a"` and `"\u0061"` are the same key, as for jsonb).
 //!
-//! Runs on the general decoder's payload and unknown fields, after [`json_storable`]
-//! (super::storable) has bounded their depth; the fast path leaves any object whose keys it
+//! Runs on the general decoder's payload and unknown fields, after
+//! [`json_storable`](super::storable::json_storable) has bounded their depth; the fast path leaves any object whose keys it
 //! cannot compare cheaply to the general decoder.
 
 use std::borrow::Cow;
