@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
 use crate::db;
 use crate::health::{Health, KafkaState};
-use crate::kafka::client::client_config;
+use crate::kafka::client::{Quiet, client_config};
 use crate::kafka::liveness::PollWatch;
 use crate::kafka::poller::{ConsumerError, LONGEST_WAIT, Parts, Poller};
 use crate::metrics::Metrics;
@@ -130,7 +130,10 @@ pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
 
 /// librdkafka validates its settings when a client is created: done before anything runs.
 fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
-    client_config(args).create::<BaseConsumer>().map(drop).map_err(|e| ConfigError(format!("Kafka settings: {e}")))
+    client_config(args)
+        .create_with_context::<_, BaseConsumer<Quiet>>(Quiet)
+        .map(drop)
+        .map_err(|e| ConfigError(format!("Kafka settings: {e}")))
 }
 
 /// The poll thread stopped answering ([`PollWatch`]): the process stops with exit code 1, its

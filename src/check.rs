@@ -22,7 +22,7 @@ use rdkafka::metadata::Metadata;
 
 use crate::config::RunArgs;
 use crate::db::{self, MigrationRecord};
-use crate::kafka::client::client_config;
+use crate::kafka::client::{Quiet, client_config};
 
 /// How long each Kafka step (the cluster, one broker) may take.
 pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,17 +110,6 @@ fn fetch_metadata(args: &RunArgs, brokers: &str) -> Result<Metadata, String> {
     let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).map_err(|e| e.to_string())?;
     consumer.fetch_metadata(None, KAFKA_TIMEOUT).map_err(|e| format!("{e} (within {} s)", KAFKA_TIMEOUT.as_secs()))
 }
-
-/// A client context that keeps librdkafka's own log and error reports off stderr: the check's
-/// line says what failed (an unreachable broker would otherwise print dozens of lines).
-struct Quiet;
-
-impl rdkafka::ClientContext for Quiet {
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
-    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {}
-}
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// What to look at when PostgreSQL cannot be reached.
 const POSTGRES_HINT: &str = "check --database-url (DATABASE_URL): host, port, user, password, database, sslmode";

@@ -69,6 +69,19 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
     c
 }
 
+/// A client context that keeps librdkafka's own log and error reports off stderr, for the
+/// short-lived clients of `check` and of the start's settings check: their caller says what
+/// failed (an unreachable broker would otherwise print dozens of lines, even from a client made
+/// only to validate the settings and dropped at once).
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
+
 pub struct Context {
     core: Mutex<Core>,
     /// Commit results from librdkafka, for the core to take in: the commit callback can run
