@@ -389,12 +389,31 @@ async fn strings_agree_with_postgresql() {
             }
         }
     }
-    // Bytes that are not UTF-8 cannot reach PostgreSQL's text at all; aurore says so.
-    for bad in [&b"\"\xff\""[..], b"\"\xc3\"", b"\"\xed\xa0\x80\"", b"\"\xf4\x90\x80\x80\""] {
-        let json = [&br#"{"service":"s","event_type":"t","payload":"#[..], bad, b"}"].concat();
-        assert_eq!(aurore(&json).err(), Some(Reject::NotUtf8), "{bad:?}");
+    // Bytes that are not UTF-8 cannot reach PostgreSQL's text (a UTF8 database) at all: the
+    // strings again with bytes overwritten at random (truncated sequences, bare continuation
+    // bytes, encoded surrogates, beyond U+10FFFF, overlong forms). aurore must say not_utf8
+    // exactly when Rust's (strict) UTF-8 check does, and may take nothing else.
+    let invalid = [&b"\x80"[..], b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xff", b"\xe2\x82"];
+    let mut mangled = 0;
+    for s in &inputs {
+        let mut bytes = format!(r#"{{"service":"s","event_type":"t","payload":{s}}}"#).into_bytes();
+        let at = rng.usize(40..bytes.len());
+        let bad = invalid[rng.usize(..invalid.len())];
+        bytes.splice(at..at, bad.iter().copied());
+        let utf8 = std::str::from_utf8(&bytes).is_ok();
+        mangled += usize::from(!utf8);
+        match aurore(&bytes) {
+            Err(Reject::NotUtf8) if !utf8 => {}
+            Err(r) if utf8 && r != Reject::NotUtf8 => {}
+            Ok(_) if utf8 => {}
+            other => report.disagree(
+                &String::from_utf8_lossy(&bytes),
+                format!("UTF-8 {utf8}, aurore {:?}", other.map(|_| "stored").map_err(|r| r.label())),
+            ),
+        }
     }
-    report.finish(inputs.len());
+    assert!(mangled > PER_CLASS / 2, "only {mangled} invalid UTF-8 inputs");
+    report.finish(inputs.len() + mangled);
 }
 
 // ---------------------------------------------------------------------------------------------
