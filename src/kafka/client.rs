@@ -25,7 +25,7 @@ use rdkafka::types::RDKafkaRespErr;
 use crate::config::{GroupProtocol, RunArgs};
 use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
-use crate::kafka::liveness::{Liveness, Observed, Phase, PollWatch};
+use crate::kafka::liveness::{Liveness, Observed, PROBE_EVERY, Phase, PollWatch};
 use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
 use crate::logging::Structured;
@@ -98,6 +98,11 @@ pub struct Context {
     stuck: AtomicBool,
     /// Stamped by the rebalance callbacks too: they run on the poll thread.
     watch: Arc<PollWatch>,
+    /// The member was in its group at the last statistics report.
+    in_group: AtomicBool,
+    /// When the cluster last answered the poll loop's probe (milliseconds since `created`).
+    probe_answered_ms: std::sync::atomic::AtomicU64,
+    created: Instant,
     /// Replaced by a new consumer and closing: its last callbacks touch neither health nor
     /// metrics, and it takes no assignment.
     retired: AtomicBool,
@@ -124,7 +129,28 @@ impl Context {
             liveness: Mutex::new(liveness),
             stuck: AtomicBool::new(false),
             watch,
+            in_group: AtomicBool::new(false),
+            probe_answered_ms: std::sync::atomic::AtomicU64::new(0),
+            created: Instant::now(),
             retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the member was in its group at the last statistics report.
+    pub fn in_group(&self) -> bool {
+        self.in_group.load(Ordering::Relaxed)
+    }
+
+    /// The cluster answered a metadata request of the poll loop's: it is up, whatever the
+    /// member's own connections say.
+    pub fn probe_answered(&self) {
+        self.probe_answered_ms.store(self.created.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn probed_lately(&self, now: Instant) -> bool {
+        match self.probe_answered_ms.load(Ordering::Relaxed) {
+            0 => false,
+            ms => now.saturating_duration_since(self.created + Duration::from_millis(ms)) < PROBE_EVERY * 2,
         }
     }
 
@@ -254,11 +280,13 @@ impl ClientContext for Context {
             }
         }
         self.metrics.kafka_consumer_lag_messages.set(sum);
+        let now = Instant::now();
         let seen = Observed {
-            broker_up: stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP"),
+            broker_up: stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") || self.probed_lately(now),
             in_group: stats.cgrp.as_ref().is_some_and(|g| g.join_state == "steady"),
         };
-        let stuck = self.liveness.lock().expect("liveness lock").observe(Instant::now(), seen);
+        self.in_group.store(seen.in_group, Ordering::Relaxed);
+        let stuck = self.liveness.lock().expect("liveness lock").observe(now, seen);
         if stuck && !self.stuck.swap(true, Ordering::Relaxed) {
             self.health.set_kafka(KafkaState::NotInGroup);
             let cgrp = stats.cgrp.as_ref();

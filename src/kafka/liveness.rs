@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 /// What one statistics report says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
-    /// A broker of the cluster (not a bootstrap address) is connected (`state` `UP`).
+    /// A broker of the cluster (not a bootstrap address) is connected (`state` `UP`), or the
+    /// cluster answered the poll loop's probe lately ([`PROBE_EVERY`]): a member with nothing
+    /// assigned keeps no connection open (librdkafka's sparse connections), so the first alone
+    /// cannot tell a stuck member from a dead cluster.
     pub broker_up: bool,
     /// The member is in its group with its assignment applied (`cgrp.join_state` `steady`).
     pub in_group: bool,
@@ -74,6 +77,9 @@ impl Liveness {
         self.bound
     }
 }
+
+/// How often the poll loop asks the cluster for metadata while the member is out of its group.
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the poll thread was doing at its last stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

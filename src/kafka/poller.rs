@@ -23,7 +23,7 @@ use crate::config::RunArgs;
 use crate::health::{Health, KafkaState};
 use crate::kafka::client::{Context, client_config};
 use crate::kafka::core::{self, Core};
-use crate::kafka::liveness::{Liveness, Phase, PollWatch};
+use crate::kafka::liveness::{Liveness, PROBE_EVERY, Phase, PollWatch};
 use crate::kafka::queue::{BURST, MessageQueue, Messages};
 use crate::kafka::starts::StoredStarts;
 use crate::kafka::state::{CHECK_BOUNDS_EVERY, Msg, PollerState, Settings};
@@ -115,6 +115,7 @@ pub struct Poller {
     next_positions: Instant,
     next_refused: Instant,
     next_topic_ids: Instant,
+    next_probe: Instant,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -208,6 +209,7 @@ impl Poller {
             next_positions: Instant::now(),
             next_refused: Instant::now(),
             next_topic_ids: Instant::now() + CHECK_BOUNDS_EVERY,
+            next_probe: Instant::now() + PROBE_EVERY,
             last_error: None,
             instance_id: p.args.instance_id.clone(),
             fatal: None,
@@ -248,6 +250,7 @@ impl Poller {
             self.check_bounds();
             self.check_topic_ids();
             self.recheck_refused();
+            self.probe_cluster();
             let (flow, reading, timeout) = {
                 let mut core = consumer.context().core();
                 core.absorb_reports();
@@ -503,6 +506,21 @@ impl Poller {
             let mut core = self.consumer.context().core();
             core.state.recheck(topic, *partition, start, low, high);
             core.execute(&*self.consumer, CommitMode::Async);
+        }
+    }
+
+    /// Every 10 s while the member is out of its group: does the cluster answer? The
+    /// statistics' broker states cannot say, with nothing assigned (see
+    /// [`Observed`](super::liveness::Observed)); seen in a
+    /// CI run, a member stayed out of its group for minutes after a broker restart, its requests
+    /// to the coordinator queued and timing out, while the broker answered everyone else.
+    fn probe_cluster(&mut self) {
+        if self.consumer.context().in_group() || !due(&mut self.next_probe, PROBE_EVERY) {
+            return;
+        }
+        let topic = self.topics.first().map(String::as_str);
+        if self.consumer.fetch_metadata(topic, Duration::from_secs(5)).is_ok() {
+            self.consumer.context().probe_answered();
         }
     }
 
