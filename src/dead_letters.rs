@@ -36,7 +36,6 @@ pub const PAGE: i64 = 500;
 const PURGE_PAGE: i64 = 10_000;
 /// The longest a page waits for rows another session holds (PostgreSQL's `lock_timeout`).
 pub const LOCK_TIMEOUT: &str = "30s";
-const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -526,7 +525,7 @@ fn judge(l: &Letter, max_event_bytes: usize, buf: &mut BytesMut) -> Verdict {
                     extra: &ev.extra,
                 },
             );
-            let hour = occurred_at.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+            let hour = crate::pipeline::batch::hour_of(occurred_at);
             Verdict::Row { start, end: buf.len(), count: (ev.service.into_owned(), ev.event_type.into_owned(), hour) }
         }
     }

@@ -115,3 +115,15 @@ fn derived_ids_are_stable_and_distinct() {
     assert_ne!(a, derived_id("events", 1, 42));
     assert_ne!(a, derived_id("other", 0, 42));
 }
+
+#[test]
+fn short_fractions_take_the_integer_path_with_the_same_result() {
+    let mut rng = fastrand::Rng::with_seed(16);
+    for _ in 0..100_000 {
+        let n = rng.usize(1..=6);
+        let digits: String = (0..n).map(|_| char::from(b'0' + rng.u8(..10))).collect();
+        let fraction = format!(".{digits}");
+        let float = (fraction.parse::<f64>().unwrap() * 1_000_000.0).round_ties_even() as i64;
+        assert_eq!(fraction_micros(&fraction), Some(float), "{fraction}");
+    }
+}

@@ -89,6 +89,12 @@ pub fn fraction_micros(fraction: &str) -> Option<i64> {
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
+    // Up to six digits nothing rounds: the integer is the double's rint (the common case, kept
+    // off the float parser).
+    if digits.len() <= 6 {
+        let n = digits.bytes().fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
+        return Some(n * 10i64.pow(6 - digits.len() as u32));
+    }
     // Rust's parse rounds correctly, as glibc's strtod does; the product is the same IEEE
     // operation as PostgreSQL's.
     let f: f64 = fraction.parse().ok()?;

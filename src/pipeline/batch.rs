@@ -21,6 +21,11 @@ use crate::pipeline::offsets::{Epoch, Fence};
 pub const DEAD_LETTER_RAW_LIMIT: usize = 64 * 1024;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
+/// The start of the hour of `micros` (Unix microseconds): an `event_counts` row's hour.
+pub fn hour_of(micros: i64) -> i64 {
+    micros.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR
+}
+
 /// One partition's share of a batch.
 #[derive(Debug)]
 pub struct Unit {
@@ -142,7 +147,7 @@ impl Unit {
                 extra: &event.extra,
             },
         );
-        let hour = occurred_at.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
+        let hour = hour_of(occurred_at);
         let key = CountRef { service: &event.service, event_type: &event.event_type, hour };
         let count = match self.count_index.get(&key) {
             Some(&i) => i,
