@@ -123,7 +123,7 @@ pub async fn archive_topic(args: ArchiveArgs) -> anyhow::Result<()> {
 
 pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
     let pool = db::pool(&args.database_url, 1, args.db_connect_timeout)?;
-    let applied = db::migrate(&pool).await.with_context(|| format!("migrating {}", args.database_url))?;
+    let applied = db::migrate(&pool).await.with_context(|| args.database_url.to_string())?;
     tracing::info!(applied, database = %args.database_url, "database schema is up to date");
     Ok(())
 }

@@ -3,14 +3,15 @@
 //! Flags win over environment variables (`AURORE_*`, plus `DATABASE_URL` and `KAFKA_BROKERS`).
 //! Invalid configuration is one clear error line and exit code 2; passwords are never printed.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod database;
 mod log;
+use database::DatabaseUrlParser;
+pub use database::{DatabaseUrl, RootCert, SslMode, Surroundings, TlsSettings};
 pub use log::{LogArgs, LogFormat, LogSettings};
 
 #[derive(Debug, Parser)]
@@ -278,8 +279,10 @@ impl ArchiveArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// PostgreSQL connection URL or key=value string (sslmode=disable|prefer|require honoured;
-    /// TLS through rustls with the Mozilla roots). Required.
+    /// PostgreSQL connection URL or key=value string, read as libpq reads it: sslmode (disable,
+    /// allow, prefer, require, verify-ca, verify-full), sslrootcert (a file, or "system"), sslcert,
+    /// sslkey; what it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, the password
+    /// file, PGDATABASE, PGAPPNAME, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY. Required.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
@@ -558,65 +561,6 @@ fn valid_topic(t: &str) -> bool {
         && t != "."
         && t != ".."
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// A connection string that never shows its password.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    pub config: tokio_postgres::Config,
-}
-
-impl FromStr for DatabaseUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let config: tokio_postgres::Config = s.parse().map_err(|e| format!("not a PostgreSQL connection string ({e})"))?;
-        if config.get_hosts().is_empty() {
-            return Err("the connection string names no host".into());
-        }
-        if config.get_dbname().is_none() {
-            return Err("the connection string names no database".into());
-        }
-        Ok(DatabaseUrl { config })
-    }
-}
-
-/// Parses `--database-url` without clap's usual error, which repeats the value (and with it
-/// the password).
-#[derive(Clone)]
-struct DatabaseUrlParser;
-
-impl clap::builder::TypedValueParser for DatabaseUrlParser {
-    type Value = DatabaseUrl;
-
-    fn parse_ref(&self, cmd: &clap::Command, _: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<DatabaseUrl, clap::Error> {
-        let refuse = |why: &str| {
-            let msg = format!(
-                "invalid value for --database-url (DATABASE_URL): {why} (the value is not shown: it may hold a password)\n"
-            );
-            clap::Error::raw(clap::error::ErrorKind::ValueValidation, msg).with_cmd(cmd)
-        };
-        value.to_str().ok_or_else(|| refuse("not UTF-8"))?.parse().map_err(|e: String| refuse(&e))
-    }
-}
-
-/// `user@host:port/dbname`, for logs and errors.
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        let host = match c.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => String::new(),
-        };
-        let port = c.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "{}@{host}:{port}/{}", c.get_user().unwrap_or("?"), c.get_dbname().unwrap_or("?"))
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({self})")
-    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -132,8 +132,8 @@ async fn copy_isolating(tx: &mut Transaction<'_>, units: &[Unit]) -> Result<Reje
                 sp.rollback().await.map_err(DbError::pg("ROLLBACK TO SAVEPOINT"))?;
                 if hi - lo == 1 {
                     let msg = match &e {
-                        DbError::Postgres { source, .. } => source.as_db_error().map_or_else(
-                            || source.to_string(),
+                        DbError::Postgres { error, .. } => error.as_db_error().map_or_else(
+                            || error.to_string(),
                             |d| {
                                 format!(
                                     "PostgreSQL refused the row: {}{}",

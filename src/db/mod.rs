@@ -15,9 +15,11 @@ use std::time::Duration;
 use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::DatabaseUrl;
+
+mod tls;
+pub use tls::{Tls, TlsSetupError, describe_tls};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -40,18 +42,13 @@ pub enum Class {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("{context}: {}", describe(source))]
-    Postgres {
-        context: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("{context}: {}", describe_pool(source))]
-    Pool {
-        context: &'static str,
-        #[source]
-        source: PoolError,
-    },
+    // Not `#[source]`: the description already tells the cause in the server's words, and the
+    // chain would repeat it in tokio-postgres' and deadpool's ("db error", "Error occurred while
+    // creating a new object").
+    #[error("{context}: {}", describe(error))]
+    Postgres { context: &'static str, error: tokio_postgres::Error },
+    #[error("{context}: {}", describe_pool(error))]
+    Pool { context: &'static str, error: PoolError },
     #[error("migrations failed: {0}")]
     Migration(#[from] refinery::Error),
     #[error("could not build the connection pool: {0}")]
@@ -62,32 +59,44 @@ pub enum DbError {
 
 impl DbError {
     pub fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
-        move |source| DbError::Postgres { context, source }
+        move |error| DbError::Postgres { context, error }
     }
 
     pub fn pool(context: &'static str) -> impl FnOnce(PoolError) -> DbError {
-        move |source| DbError::Pool { context, source }
+        move |error| DbError::Pool { context, error }
     }
 
     pub fn class(&self) -> Class {
         match self {
-            DbError::Postgres { source, .. } => classify(source),
-            DbError::Pool { source: PoolError::Backend(e), .. } => classify(e),
-            DbError::Pool { source: PoolError::Timeout(_), .. } => Class::Transient,
+            DbError::Postgres { error, .. } => classify(error),
+            DbError::Pool { error: PoolError::Backend(e), .. } => classify(e),
+            DbError::Pool { error: PoolError::Timeout(_), .. } => Class::Transient,
             DbError::Pool { .. } => Class::Fatal,
             DbError::Migration(_) | DbError::Build(_) | DbError::Refused(_) => Class::Fatal,
         }
     }
 }
 
-/// PostgreSQL's own words (tokio-postgres' Display says only "db error"), with the SQLSTATE.
+/// PostgreSQL's own words (tokio-postgres' Display says only "db error"), with the SQLSTATE; a
+/// TLS failure as [`describe_tls`] tells it; an authentication failure with where the password
+/// came from.
 pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(tls) = describe_tls(e) {
+        return tls;
+    }
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
             if let Some(detail) = db.detail() {
                 s.push_str(": ");
                 s.push_str(detail);
+            }
+            if *db.code() == SqlState::INVALID_PASSWORD {
+                s.push_str(" (the password comes from --database-url, else PGPASSWORD, else the password file)");
+            } else if *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION && db.message().contains("pg_hba.conf") {
+                s.push_str(
+                    " (the server's pg_hba.conf admits no such connection: the user, database or sslmode may be what differs)",
+                );
             }
             s
         }
@@ -139,14 +148,15 @@ pub fn classify(e: &tokio_postgres::Error) -> Class {
     }
 }
 
-/// A pool of connections; TLS per the URL's sslmode (rustls, Mozilla roots).
+/// A pool of connections; TLS as the URL's sslmode says ([`Tls`]).
 pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, DbError> {
     let mut config = url.config.clone();
     config.connect_timeout(timeout);
     if config.get_application_name().is_none() {
         config.application_name("aurore");
     }
-    let connect = Connector { tls: MakeRustlsConnect::with_webpki_roots(), database: Arc::from(url.to_string()) };
+    let tls = Tls::new(&url.tls).map_err(|e| DbError::Refused(format!("{url}: {e}")))?;
+    let connect = Connector { tls, database: Arc::from(url.to_string()) };
     let manager = Manager::from_connect(config, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
@@ -161,7 +171,7 @@ pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, D
 /// Opens connections for the pool, as deadpool's own connector does, but logs a connection's end
 /// in the server's words and with the database it was to.
 struct Connector {
-    tls: MakeRustlsConnect,
+    tls: Tls,
     /// [`DatabaseUrl`]'s display: never the password.
     database: Arc<str>,
 }
@@ -172,7 +182,7 @@ impl Connect for Connector {
     fn connect(&self, config: &tokio_postgres::Config) -> Pin<Box<dyn Future<Output = Connected> + Send + '_>> {
         let (config, tls, database) = (config.clone(), self.tls.clone(), self.database.clone());
         Box::pin(async move {
-            let (client, connection) = config.connect(tls).await?;
+            let (client, connection) = tls.connect(&config).await?;
             let task = tokio::spawn(async move {
                 // Ok: the pool dropped the client. An error: the server or the network ended it.
                 if let Err(e) = connection.await {
@@ -214,8 +224,11 @@ pub async fn instance_lease(
     let mut config = url.config.clone();
     config.connect_timeout(timeout);
     config.application_name("aurore instance lease");
-    let (client, connection) =
-        config.connect(MakeRustlsConnect::with_webpki_roots()).await.map_err(DbError::pg("connecting for the instance lease"))?;
+    let (client, connection) = Tls::new(&url.tls)
+        .map_err(|e| DbError::Refused(format!("{url}: {e}")))?
+        .connect(&config)
+        .await
+        .map_err(DbError::pg("connecting for the instance lease"))?;
     let connection = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %describe(&e), "the instance lease's connection ended; Kafka's own fencing still applies");
