@@ -3,6 +3,7 @@
 //! Flags win over environment variables (`AURORE_*`, plus `DATABASE_URL` and `KAFKA_BROKERS`).
 //! Invalid configuration is one clear error line and exit code 2; passwords are never printed.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -224,8 +225,8 @@ pub struct ProduceArgs {
     pub max_in_flight: usize,
 
     /// Extra librdkafka producer settings, `key=value`, repeatable.
-    #[arg(long = "kafka-config", value_parser = key_value)]
-    pub kafka_config: Vec<(String, String)>,
+    #[arg(long = "kafka-config", value_parser = KafkaSettingParser)]
+    pub kafka_config: Vec<KafkaSetting>,
 }
 
 impl ProduceArgs {
@@ -340,8 +341,14 @@ pub struct RunArgs {
     /// From the environment: `;`-separated. Settings aurore owns (group.id, bootstrap.servers,
     /// enable.auto.commit, enable.auto.offset.store, partition.assignment.strategy,
     /// enable.partition.eof) are refused.
-    #[arg(long = "kafka-config", env = "AURORE_KAFKA_CONFIG", value_delimiter = ';', value_parser = key_value)]
-    pub kafka_config: Vec<(String, String)>,
+    #[arg(
+        long = "kafka-config",
+        env = "AURORE_KAFKA_CONFIG",
+        hide_env_values = true,
+        value_delimiter = ';',
+        value_parser = KafkaSettingParser
+    )]
+    pub kafka_config: Vec<KafkaSetting>,
 
     /// Buffer capacity, in events fetched from Kafka and not yet persisted. When it is reached
     /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default 20000:
@@ -482,7 +489,7 @@ impl RunArgs {
             // Kafka checks group.instance.id with the rules of topic names (JoinGroupRequest).
             return bad(format!("--instance-id (AURORE_INSTANCE_ID) must be 1-249 of [a-zA-Z0-9._-], got {id:?}"));
         }
-        for (k, _) in &self.kafka_config {
+        for KafkaSetting { key: k, .. } in &self.kafka_config {
             match k.as_str() {
                 "group.instance.id" => return bad(format!("--kafka-config {k}: use --instance-id (AURORE_INSTANCE_ID)")),
                 "group.protocol" => return bad(format!("--kafka-config {k}: use --group-protocol (AURORE_GROUP_PROTOCOL)")),
@@ -527,9 +534,9 @@ impl RunArgs {
         if self.group_protocol == GroupProtocol::Classic {
             // A rebalance rightly waits that long for a member that vanished without leaving:
             // recreating the consumer sooner interrupts the rebalance that would let it in.
-            let session_ms = match self.kafka_config.iter().rev().find(|(k, _)| k == "session.timeout.ms") {
+            let session_ms = match self.kafka_config.iter().rev().find(|s| s.key == "session.timeout.ms") {
                 None => DEFAULT_SESSION_TIMEOUT_MS,
-                Some((_, v)) => v.parse::<u64>().map_err(|_| {
+                Some(KafkaSetting { value: v, .. }) => v.parse::<u64>().map_err(|_| {
                     ConfigError(format!("--kafka-config session.timeout.ms must be a number of milliseconds, got {v:?}"))
                 })?,
             };
@@ -567,13 +574,47 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 2m)"))
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
-    let k = k.trim();
-    if k.is_empty() {
-        return Err(format!("{s:?} has an empty key"));
+/// One `--kafka-config key=value`: a librdkafka setting. Its value may be a password
+/// (`sasl.password`, `ssl.key.password`, …), so neither its `Debug` nor a parse error shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSetting {
+    pub key: String,
+    pub value: String,
+}
+
+impl fmt::Debug for KafkaSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=<{} bytes>", self.key, self.value.len())
     }
-    Ok((k.to_owned(), v.trim().to_owned()))
+}
+
+/// Parses `--kafka-config` without clap's usual error, which repeats the value.
+#[derive(Clone)]
+struct KafkaSettingParser;
+
+impl clap::builder::TypedValueParser for KafkaSettingParser {
+    type Value = KafkaSetting;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<KafkaSetting, clap::Error> {
+        let refuse = |why: &str| {
+            let msg = format!(
+                "invalid value for --kafka-config (AURORE_KAFKA_CONFIG): {why} (the value is not shown: it may hold a password)\n"
+            );
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, msg).with_cmd(cmd)
+        };
+        let s = value.to_str().ok_or_else(|| refuse("not UTF-8"))?;
+        let (k, v) = s.split_once('=').ok_or_else(|| refuse("not key=value"))?;
+        let key = k.trim();
+        if key.is_empty() {
+            return Err(refuse("an empty key"));
+        }
+        Ok(KafkaSetting { key: key.to_owned(), value: v.trim().to_owned() })
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Statistics};
 
-use crate::config::ProduceArgs;
+use crate::config::{KafkaSetting, ProduceArgs};
 
 #[derive(Default)]
 struct Counts {
@@ -85,7 +85,7 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
         .set("queue.buffering.max.kbytes", "1048576")
         // Statistics carry the idempotent producer's state (see below).
         .set("statistics.interval.ms", "100");
-    for (k, v) in &args.kafka_config {
+    for KafkaSetting { key: k, value: v } in &args.kafka_config {
         config.set(k, v);
     }
     let producer: ThreadedProducer<Delivery> =

@@ -22,7 +22,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::config::{GroupProtocol, RunArgs};
+use crate::config::{GroupProtocol, KafkaSetting, RunArgs};
 use crate::health::{Health, KafkaState};
 use crate::kafka::core::{self, Core};
 use crate::kafka::liveness::{Liveness, Observed, PROBE_EVERY, Phase, PollWatch};
@@ -63,7 +63,7 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
     if let Some(id) = &args.instance_id {
         c.set("group.instance.id", id);
     }
-    for (k, v) in &args.kafka_config {
+    for KafkaSetting { key: k, value: v } in &args.kafka_config {
         c.set(k, v);
     }
     c

@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use crate::config::RunArgs;
+use crate::config::{KafkaSetting, RunArgs};
 
 /// Delivery of one batch's copies, at most.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,7 +56,7 @@ impl DeadLetterTopic {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string());
-        for (k, v) in &args.kafka_config {
+        for KafkaSetting { key: k, value: v } in &args.kafka_config {
             if SHARED_PREFIXES.iter().any(|p| k.starts_with(p)) {
                 c.set(k, v);
             }
