@@ -205,6 +205,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
     tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
+    let login = {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || crate::kafka::client::login_refused(&args, Duration::from_secs(10))).await?
+    };
+    if let Some(reason) = login {
+        stop_http.cancel();
+        let _ = http.await;
+        return Err(crate::kafka::poller::ConsumerError::RefusedLogin(reason).into());
+    }
     if !args.no_migrate && !migrate_with_retry(&pool, &args.db.database_url, &shutdown, &metrics).await? {
         stop_http.cancel();
         return Ok(());

@@ -59,10 +59,16 @@ fn kafka(args: &RunArgs) -> Vec<(bool, String, String)> {
     let metadata = match fetch_metadata(args, &args.kafka_brokers) {
         Ok(m) => m,
         Err(e) => {
-            let text = format!(
-                "no broker of {} answered: {e}; check --kafka-brokers (KAFKA_BROKERS) and --kafka-config's security settings",
-                args.kafka_brokers
-            );
+            let text = match crate::kafka::client::login_refused(args, KAFKA_TIMEOUT) {
+                Some(reason) => format!(
+                    "{} refused the login: {reason}; check sasl.mechanism, sasl.username and sasl.password in --kafka-config",
+                    args.kafka_brokers
+                ),
+                None => format!(
+                    "no broker of {} answered: {e}; check --kafka-brokers (KAFKA_BROKERS) and --kafka-config's security settings",
+                    args.kafka_brokers
+                ),
+            };
             lines.push((false, "kafka".into(), text));
             return lines;
         }

@@ -69,6 +69,69 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
     c
 }
 
+/// A broker refused the client's credentials (librdkafka's `__AUTHENTICATION`, or the broker's
+/// `SASL_AUTHENTICATION_FAILED`): the same credentials will be refused again.
+pub fn is_refused_login(e: &KafkaError) -> bool {
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed))
+}
+
+/// Whether the brokers refuse `args`' login, asked once at start with a short-lived client: the
+/// reason if they do; `None` once a broker answers, or says nothing of a login within `within`
+/// (every broker down: the poll loop waits for them as usual). A consumer learns of a refused
+/// login only on a later poll, after its first metadata request has timed out as if the broker
+/// were unreachable.
+pub fn login_refused(args: &RunArgs, within: Duration) -> Option<String> {
+    let mut config = client_config(args);
+    config.set_log_level(RDKafkaLogLevel::Error);
+    // A producer, polled here: its callbacks are served on its poll (a consumer's would wait
+    // for the poll loop), and it joins no group.
+    use rdkafka::producer::Producer;
+    let client: rdkafka::producer::BaseProducer<LoginWatch> = config.create_with_context(LoginWatch::default()).ok()?;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if client.client().fetch_metadata(None, Duration::from_millis(250)).is_ok() {
+            return None;
+        }
+        client.poll(Duration::from_millis(50));
+        let watch = client.context();
+        if let Some(reason) = watch.refused.lock().expect("refused lock").clone() {
+            return Some(reason);
+        }
+        if watch.all_down.load(Ordering::Relaxed) {
+            return None;
+        }
+    }
+    None
+}
+
+/// What [`login_refused`]'s client heard; it prints nothing.
+#[derive(Default)]
+pub struct LoginWatch {
+    refused: Mutex<Option<String>>,
+    all_down: AtomicBool,
+}
+
+impl rdkafka::producer::ProducerContext for LoginWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+impl ClientContext for LoginWatch {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, message: &str) {
+        if message.contains("SASL authentication error") {
+            self.refused.lock().expect("refused lock").get_or_insert_with(|| message.to_owned());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_refused_login(&error) {
+            self.refused.lock().expect("refused lock").get_or_insert_with(|| reason.to_owned());
+        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.all_down.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A client context that keeps librdkafka's own log and error reports off stderr, for the
 /// short-lived clients of `check` and of the start's settings check: their caller says what
 /// failed (an unreachable broker would otherwise print dozens of lines, even from a client made
@@ -106,6 +169,9 @@ pub struct Context {
     /// Replaced by a new consumer and closing: its last callbacks touch neither health nor
     /// metrics, and it takes no assignment.
     retired: AtomicBool,
+    /// A broker refused the login (SASL): librdkafka would retry forever with the same
+    /// credentials; the poll loop stops aurore with this reason instead.
+    refused_login: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -133,7 +199,17 @@ impl Context {
             probe_answered_ms: std::sync::atomic::AtomicU64::new(0),
             created: Instant::now(),
             retired: AtomicBool::new(false),
+            refused_login: Mutex::new(None),
         }
+    }
+
+    /// Why a broker refused the login, if one did.
+    pub fn refused_login(&self) -> Option<String> {
+        self.refused_login.lock().expect("refused_login lock").clone()
+    }
+
+    fn refuse_login(&self, reason: &str) {
+        self.refused_login.lock().expect("refused_login lock").get_or_insert_with(|| reason.to_owned());
     }
 
     /// Whether the member was in its group at the last statistics report.
@@ -298,6 +374,17 @@ impl ClientContext for Context {
         }
     }
 
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // librdkafka says a refused login in its log before the error callback, with the broker
+        // and the mechanism: kept as the reason the poll loop gives.
+        if message.contains("SASL authentication error") {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            self.refuse_login(message);
+            return;
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if self.retired.load(Ordering::Relaxed) {
             tracing::debug!(%error, reason, "Kafka client error from a consumer being replaced");
@@ -305,6 +392,15 @@ impl ClientContext for Context {
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_kafka(KafkaState::BrokersDown);
+        }
+        if is_refused_login(&error) || self.refused_login().is_some() {
+            // Said once, by the poll loop, as it stops aurore; what follows a refused login
+            // (every broker down) is its consequence.
+            tracing::debug!(%error, reason, "Kafka client error after a refused login");
+            if is_refused_login(&error) {
+                self.refuse_login(reason);
+            }
+            return;
         }
         // `reason` names the broker (`host:port/id: ...`).
         tracing::warn!(%error, reason, "Kafka client error; librdkafka reconnects and retries by itself");

@@ -97,6 +97,11 @@ pub enum ConsumerError {
         "--instance-id {instance_id} is held by another member of group {group} (a live process, or a crashed one whose session the broker has not timed out yet): {reason}"
     )]
     InstanceUnreleased { instance_id: String, group: String, reason: String },
+    /// A broker refused the SASL login: retrying the same credentials cannot help. Exit code 1.
+    #[error(
+        "Kafka refused the login: {0}; check sasl.mechanism, sasl.username and sasl.password in --kafka-config (AURORE_KAFKA_CONFIG)"
+    )]
+    RefusedLogin(String),
 }
 
 pub struct Poller {
@@ -218,7 +223,7 @@ impl Poller {
 
     /// Polls until shutdown; then flushes, commits and leaves the group.
     pub fn run(mut self) -> Result<(), ConsumerError> {
-        self.check_topics();
+        self.check_topics(false);
         loop {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             self.consumer.subscribe(&topics).map_err(ConsumerError::Kafka)?;
@@ -243,6 +248,10 @@ impl Poller {
             self.client.watch.stamp(Phase::Polling);
             if consumer.context().stuck() || self.recreate.swap(false, Ordering::Relaxed) {
                 return true;
+            }
+            if let Some(reason) = consumer.context().refused_login() {
+                self.stop_refused(reason);
+                break;
             }
             self.recheck_topics();
             self.resolve_unresolved();
@@ -331,7 +340,7 @@ impl Poller {
 
     /// A missing topic is an operator's error to report, not a reason to crash-loop: say so
     /// and keep waiting for it (librdkafka picks it up once it exists).
-    fn check_topics(&self) {
+    fn check_topics(&mut self, subscribed: bool) {
         match self.consumer.fetch_metadata(None, Duration::from_secs(5)) {
             Ok(md) => {
                 let missing: Vec<&str> = self
@@ -358,6 +367,15 @@ impl Poller {
                 }
             }
             Err(e) => {
+                if !subscribed {
+                    // Nothing is subscribed, so no message can come: this only takes in what
+                    // librdkafka has queued for a poll (its log and error reports), a refused
+                    // login among them, which would otherwise be told as an unreachable broker.
+                    let _ = self.consumer.poll(Duration::ZERO);
+                }
+                if let Some(reason) = self.consumer.context().refused_login() {
+                    return self.stop_refused(reason);
+                }
                 if self.health.kafka() != KafkaState::BrokersDown {
                     tracing::error!(error = %e, "cannot reach the Kafka brokers; retrying");
                 }
@@ -372,12 +390,16 @@ impl Poller {
             return;
         }
         self.next_topic_check = Instant::now() + Duration::from_secs(5);
-        self.check_topics();
+        self.check_topics(true);
     }
 
     fn process_error(&mut self, e: KafkaError) {
         if let KafkaError::MessageConsumptionFatal(_) = e {
             return self.process_fatal();
+        }
+        if crate::kafka::client::is_refused_login(&e) {
+            let reason = self.consumer.context().refused_login().unwrap_or_else(|| e.to_string());
+            return self.stop_refused(reason);
         }
         match e.rdkafka_error_code() {
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
@@ -551,6 +573,12 @@ impl Poller {
         close_within(old, old_messages, &self.client.watch);
         self.health.set_kafka(KafkaState::Unknown);
         Ok(())
+    }
+
+    /// A broker refused the login: stop (exit 1), saying so once.
+    fn stop_refused(&mut self, reason: String) {
+        self.fatal = Some(ConsumerError::RefusedLogin(reason));
+        self.shutdown.cancel();
     }
 
     /// librdkafka gave up on the consumer: stop. Fenced by a process under the same instance id
