@@ -1,5 +1,5 @@
 //! TLS to PostgreSQL as libpq does it ([libpq: SSL support]), with rustls through
-//! tokio-postgres-rustls (the TLS stack aurore already builds; OpenSSL would add a second one).
+//! tokio-postgres-rustls (aurore's PostgreSQL TLS already; librdkafka keeps its own OpenSSL).
 //!
 //! | `sslmode` | tries | the server's certificate |
 //! |---|---|---|
