@@ -93,3 +93,89 @@ def drain(binary, topic, n, db, group, http, log_path):
                                 drain_events_per_s_after_first_commit=n / max(secs - first, 1e-9),
                                 cpu_us_per_event=proc_cpu_seconds(aurore.pid) / n * 1e6,
                                 peak_rss_mib=proc_peak_rss_mib(aurore.pid))
+
+
+class Timeline:
+    """What a drain does every 50 ms, to find where PostgreSQL waits: aurore's own metrics (events persisted,
+    buffer fill, fetch state, busy flush workers), scraped from `http`, and every backend of `db` from
+    pg_stat_activity (its state, its wait and the statement it runs), through one `psql` running `\\watch 0.05`.
+    Times are Unix seconds. `stop()` ends both and returns the samples."""
+
+    METRICS = ("events_processed_total", "buffer_size", "buffer_size_bytes", "kafka_fetch_paused", "worker_busy",
+               "kafka_consumer_lag_messages")
+
+    def __init__(self, http, db):
+        import threading
+        self.metrics, self.backends = [], []
+        self._stop = threading.Event()
+        query = ("SELECT extract(epoch FROM clock_timestamp()), pid, state, coalesce(wait_event_type, ''), "
+                 "coalesce(wait_event, ''), left(regexp_replace(query, '\\s+', ' ', 'g'), 24) FROM pg_stat_activity "
+                 f"WHERE datname = '{db}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        self._psql = subprocess.Popen(["psql", "-X", "-q", "-tA", "-F", "\t", f"{PG}/{db}"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env=ENV)
+        self._psql.stdin.write(f"{query} \\watch 0.05\n")
+        self._psql.stdin.flush()
+        self._threads = [threading.Thread(target=self._scrape, args=(http,), daemon=True),
+                         threading.Thread(target=self._read_psql, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _scrape(self, http):
+        import urllib.request
+        next_at = time.time()
+        while not self._stop.is_set():
+            try:
+                body = urllib.request.urlopen(f"http://{http}/metrics/prometheus", timeout=1).read().decode()
+                at = time.time()
+                values = {}
+                for line in body.splitlines():
+                    name, _, value = line.partition(" ")
+                    if name in self.METRICS:
+                        values[name] = float(value)
+                self.metrics.append((at, values))
+            except OSError:
+                pass
+            next_at += 0.05
+            time.sleep(max(0.0, next_at - time.time()))
+
+    def _read_psql(self):
+        for line in self._psql.stdout:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 6:
+                self.backends.append((float(parts[0]), int(parts[1]), *parts[2:]))
+
+    def stop(self):
+        self._stop.set()
+        self._psql.terminate()
+        self._psql.wait(5)
+        for t in self._threads:
+            t.join(5)
+        return self
+
+    def summary(self, batch_size):
+        """The longest time without a commit while more than a batch was still to come, and each backend's
+        share of the samples by what it was doing (COPY, waiting on a lock, committing, idle...)."""
+        gaps, last_commit, last_done, longest, longest_at = [], None, None, 0.0, None
+        for at, v in self.metrics:
+            done, lag = v.get("events_processed_total"), v.get("kafka_consumer_lag_messages", 0)
+            if done is None:
+                continue
+            if last_done is None or done > last_done:
+                if last_commit is not None and last_done is not None and done > last_done:
+                    gap = at - last_commit
+                    if gap > longest:
+                        longest, longest_at = gap, last_commit
+                last_commit, last_done = at, done
+            if lag <= batch_size and done > 0:
+                last_commit = at  # the backlog is drained: no more gaps to count
+        activity = {}
+        for at, pid, state, wtype, wevent, query in self.backends:
+            if state == "active" and query.upper().startswith("COPY"):
+                what = "COPY" + (f" waiting {wtype}:{wevent}" if wtype else "")
+            elif state == "active":
+                what = f"{query.split(' ')[0].upper()}" + (f" waiting {wtype}:{wevent}" if wtype else "")
+            else:
+                what = state
+            activity.setdefault(pid, {}).setdefault(what, 0)
+            activity[pid][what] += 1
+        return dict(longest_gap_s=longest, longest_gap_at=longest_at, activity=activity)

@@ -8,6 +8,7 @@
 //! Pure: no I/O, no allocation unless the event has unknown top-level fields.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use uuid::Uuid;
 
@@ -255,10 +256,11 @@ impl<'a> Scanner<'a> {
     /// An object key (of the object at `depth`) and its colon, leaving the scanner at the
     /// value. `None` for a key the object already has, or one it cannot compare cheaply.
     #[inline(always)]
-    fn key(&mut self, keys: &mut Keys, depth: u32) -> Option<()> {
-        let start = self.i + 1;
-        self.string()?;
-        keys.add(self.b, depth, start, self.i - 1)?;
+    fn key(&mut self, keys: &mut Keys<'a>, depth: u32) -> Option<()> {
+        // A key with an escape compares decoded (`"a"` and `"\u0061"` are one key): the general
+        // decoder's case.
+        let key = self.plain_string()?;
+        keys.add(key.as_bytes(), depth)?;
         self.ws();
         self.eat(b':')?;
         self.ws();
@@ -267,39 +269,40 @@ impl<'a> Scanner<'a> {
 }
 
 /// The keys of the objects open in a value, to find a repeated one (jsonb would keep the last,
-/// storing the event altered: the general decoder dead-letters it). On the stack: a value with
-/// more than [`Keys::MAX`] keys open at once, or a key with an escape (compared decoded), goes
-/// to the general decoder.
-struct Keys {
-    /// (depth of the object, start, end) of each key, innermost object last.
-    at: [(u32, u32, u32); Keys::MAX],
+/// storing the event altered: the general decoder dead-letters it). On the stack and never
+/// initialised beyond what is used (a value is scanned per payload and unknown field): a value
+/// with more than [`Keys::MAX`] keys open at once goes to the general decoder.
+struct Keys<'a> {
+    /// (depth of the object, key) of each key, innermost object last; `..n` are written.
+    at: [MaybeUninit<(u32, &'a [u8])>; Keys::MAX],
     n: usize,
 }
 
-impl Keys {
+impl<'a> Keys<'a> {
     const MAX: usize = 48;
 
     #[inline(always)]
     fn new() -> Self {
-        Keys { at: [(0, 0, 0); Keys::MAX], n: 0 }
+        Keys { at: [const { MaybeUninit::uninit() }; Keys::MAX], n: 0 }
     }
 
-    /// The key `b[start..end]` of the object at `depth`; `None` if that object has it already.
+    /// The key of the object at `depth`; `None` if that object has it already.
     #[inline(always)]
-    fn add(&mut self, b: &[u8], depth: u32, start: usize, end: usize) -> Option<()> {
-        let key = &b[start..end];
-        if memchr::memchr(b'\\', key).is_some() || self.n == Keys::MAX {
+    fn add(&mut self, key: &'a [u8], depth: u32) -> Option<()> {
+        if self.n == Keys::MAX {
             return None;
         }
-        for &(d, s, e) in self.at[..self.n].iter().rev() {
+        for k in self.at[..self.n].iter().rev() {
+            // SAFETY: `..n` are written.
+            let &(d, seen) = unsafe { k.assume_init_ref() };
             if d != depth {
                 break;
             }
-            if &b[s as usize..e as usize] == key {
+            if seen == key {
                 return None;
             }
         }
-        self.at[self.n] = (depth, start as u32, end as u32);
+        self.at[self.n].write((depth, key));
         self.n += 1;
         Some(())
     }
@@ -307,7 +310,8 @@ impl Keys {
     /// The object at `depth` closed.
     #[inline(always)]
     fn close(&mut self, depth: u32) {
-        while self.n > 0 && self.at[self.n - 1].0 == depth {
+        // SAFETY: `..n` are written.
+        while self.n > 0 && unsafe { self.at[self.n - 1].assume_init_ref() }.0 == depth {
             self.n -= 1;
         }
     }

@@ -8,10 +8,8 @@
 //! cannot compare cheaply to the general decoder.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
-
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use super::{Invalid, Reject};
 
@@ -27,7 +25,7 @@ pub(super) fn no_duplicate_keys(field: &str, json: &str) -> Result<(), Invalid> 
     if !json.contains('{') {
         return Ok(());
     }
-    let mut path = Vec::new();
+    let mut path = Vec::with_capacity(8);
     if !walk(json, &mut path) {
         return Ok(());
     }
@@ -53,117 +51,121 @@ fn display_key(k: &str) -> Cow<'_, str> {
     }
 }
 
-/// True if a container in `json` repeats a key, `path` then leading to the repeat. Values are
-/// taken raw (`RawValue`: numbers are scanned, never converted, so no size refuses them) and
-/// containers walked in turn.
+/// True if an object in `json` (valid JSON) repeats a key, `path` then leading to the repeat.
+/// One pass over the bytes without recursion: the keys of the open objects on one stack,
+/// compared decoded; an object with many keys also keeps their hashes, so a message of 100,000
+/// keys costs no 10¹⁰ comparisons. Numbers are skipped, never converted.
 fn walk<'a>(json: &'a str, path: &mut Vec<Step<'a>>) -> bool {
-    let Ok(children) = serde_json::Deserializer::from_str(json).deserialize_any(Children) else { return false };
-    match children {
-        Node::Object(fields) => {
-            for (i, (key, _)) in fields.iter().enumerate() {
-                if fields[..i].iter().any(|(k, _)| k == key) {
+    /// An open array or object: where its keys start in `keys`, whether `path` has a step for
+    /// it yet, and the hashes of its keys once it has more than [`LINEAR`].
+    struct Open {
+        object: bool,
+        first_key: usize,
+        stepped: bool,
+        hashes: Option<HashSet<u64>>,
+    }
+    const LINEAR: usize = 16;
+    let b = json.as_bytes();
+    let mut open: Vec<Open> = Vec::with_capacity(8);
+    let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(16);
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c @ (b'{' | b'[') => {
+                let object = c == b'{';
+                if !object {
+                    path.push(Step::Index(0));
+                }
+                open.push(Open { object, first_key: keys.len(), stepped: !object, hashes: None });
+                expect_key = object;
+                i += 1;
+            }
+            b'}' | b']' => {
+                expect_key = false; // `{}`
+                if let Some(o) = open.pop() {
+                    keys.truncate(o.first_key);
+                    if o.stepped {
+                        path.pop();
+                    }
+                }
+                i += 1;
+            }
+            b',' => {
+                match open.last() {
+                    Some(o) if o.object => expect_key = true,
+                    Some(_) => {
+                        if let Some(Step::Index(n)) = path.last_mut() {
+                            *n += 1;
+                        }
+                    }
+                    None => {}
+                }
+                i += 1;
+            }
+            b'"' => {
+                let end = string_end(b, i);
+                if expect_key && let Some(o) = open.last_mut() {
+                    expect_key = false;
+                    let raw = &json[i + 1..end - 1];
+                    let key = if raw.contains('\\') {
+                        Cow::Owned(serde_json::from_str::<String>(&json[i..end]).unwrap_or_default())
+                    } else {
+                        Cow::Borrowed(raw)
+                    };
+                    let siblings = &keys[o.first_key..];
+                    let repeated = match &mut o.hashes {
+                        Some(h) => !h.insert(hash(&key)) && siblings.contains(&key),
+                        None => siblings.contains(&key),
+                    };
+                    if o.hashes.is_none() && siblings.len() >= LINEAR {
+                        o.hashes = Some(siblings.iter().chain([&key]).map(|k| hash(k)).collect());
+                    }
+                    if o.stepped {
+                        path.pop();
+                    }
+                    o.stepped = true;
                     path.push(Step::Key(key.clone()));
-                    return true;
+                    if repeated {
+                        return true;
+                    }
+                    keys.push(key);
                 }
+                i = end;
             }
-            for (key, value) in fields {
-                path.push(Step::Key(key));
-                if container(value) && walk(value, path) {
-                    return true;
-                }
-                path.pop();
-            }
+            _ => i += 1,
         }
-        Node::Array(items) => {
-            for (i, value) in items.into_iter().enumerate() {
-                path.push(Step::Index(i));
-                if container(value) && walk(value, path) {
-                    return true;
-                }
-                path.pop();
-            }
-        }
-        Node::Scalar => {}
     }
     false
 }
 
-fn container(raw: &str) -> bool {
-    matches!(raw.as_bytes().first(), Some(b'{' | b'['))
+/// The index after the string that opens at `b[start]` (a `"`). Its first bytes one by one
+/// (most strings here are keys, too short for `memchr`'s setup to pay), the rest by `memchr`.
+fn string_end(b: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    let short = b.len().min(i + 24);
+    while i < short {
+        match b[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    while let Some(k) = b.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+        i += k;
+        if b[i] == b'"' {
+            return i + 1;
+        }
+        i += 2;
+    }
+    b.len()
 }
 
-enum Node<'a> {
-    Object(Vec<(Cow<'a, str>, &'a str)>),
-    Array(Vec<&'a str>),
-    Scalar,
-}
-
-/// One container's children, raw.
-struct Children;
-
-impl<'de> Visitor<'de> for Children {
-    type Value = Node<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut fields = Vec::new();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            fields.push((key.0, map.next_value::<&'de RawValue>()?.get()));
-        }
-        Ok(Node::Object(fields))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-        let mut items = Vec::new();
-        while let Some(v) = seq.next_element::<&'de RawValue>()? {
-            items.push(v.get());
-        }
-        Ok(Node::Array(items))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
-        Ok(Node::Scalar)
-    }
-}
-
-/// A key, borrowed when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
+/// A key's hash: it only narrows which keys to compare, so a collision costs a comparison,
+/// never a wrong verdict.
+fn hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
 
 #[cfg(test)]
@@ -186,5 +188,12 @@ mod tests {
         assert_eq!(at(r#"{"n":1e999999,"m":[1e400],"m":0}"#).as_deref(), Some("$.payload.m"), "numbers are not converted");
         assert_eq!(dup(r#"{"a":{"b":1},"c":{"b":1}}"#), None, "the same key in two objects");
         assert_eq!(dup(r#""{"a":1,"a":2}""#), None, "inside a string");
+        assert_eq!(dup(r#"[{},"a",{"a":{}},"a"]"#), None, "a string after an empty object is no key");
+        assert_eq!(at(r#"[[],{"":[{}],"\"":1,"\u0022":2}]"#).as_deref(), Some(r#"$.payload[1]."\"""#));
+        // Many keys: the hashed comparison finds the repeat at either end.
+        let many = |last: &str| format!(r#"{{{}"{last}":0}}"#, (0..1000).map(|i| format!(r#""k{i}":{i},"#)).collect::<String>());
+        assert_eq!(dup(&many("k1000")), None);
+        assert_eq!(at(&many("k0")).as_deref(), Some("$.payload.k0"));
+        assert_eq!(at(&many("k999")).as_deref(), Some("$.payload.k999"));
     }
 }
