@@ -77,6 +77,7 @@ def drain(binary, topic, n, db, group, http, log_path):
                               env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     t0 = time.monotonic()
+    timeline = Timeline(http, db)
     series = []
     done = 0
     while done < n:
@@ -89,7 +90,8 @@ def drain(binary, topic, n, db, group, http, log_path):
             sys.exit("drain did not finish in 15 minutes")
     secs = time.monotonic() - t0
     first = next(t for t, d in series if d > 0)
-    return aurore, series, dict(drain_seconds=secs, drain_events_per_s=n / secs,
+    gaps = timeline.stop().summary(n)
+    return aurore, series, dict(**gaps,drain_seconds=secs, drain_events_per_s=n / secs,
                                 drain_events_per_s_after_first_commit=n / max(secs - first, 1e-9),
                                 cpu_us_per_event=proc_cpu_seconds(aurore.pid) / n * 1e6,
                                 peak_rss_mib=proc_peak_rss_mib(aurore.pid))
@@ -108,7 +110,7 @@ class Timeline:
         import threading
         self.metrics, self.backends = [], []
         self._stop = threading.Event()
-        query = ("SELECT extract(epoch FROM clock_timestamp()), pid, state, coalesce(wait_event_type, ''), "
+        query = ("SELECT extract(epoch FROM statement_timestamp()), pid, state, coalesce(wait_event_type, ''), "
                  "coalesce(wait_event, ''), left(regexp_replace(query, '\\s+', ' ', 'g'), 24) FROM pg_stat_activity "
                  f"WHERE datname = '{db}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
         self._psql = subprocess.Popen(["psql", "-X", "-q", "-tA", "-F", "\t", f"{PG}/{db}"], stdin=subprocess.PIPE,
@@ -152,30 +154,31 @@ class Timeline:
             t.join(5)
         return self
 
-    def summary(self, batch_size):
-        """The longest time without a commit while more than a batch was still to come, and each backend's
-        share of the samples by what it was doing (COPY, waiting on a lock, committing, idle...)."""
-        gaps, last_commit, last_done, longest, longest_at = [], None, None, 0.0, None
+    def summary(self, n, batch_size=5000):
+        """For a drain of `n` events: the longest time without a commit (events_processed_total not moving)
+        while more than a batch was still to persist, counted from the first commit; and how many COPYs ran at
+        once, as shares of the pg_stat_activity samples (the pool's connections are not tied to a worker, so
+        this is per sample, not per worker)."""
+        longest, longest_at, last_at, last_done = 0.0, None, None, 0
         for at, v in self.metrics:
-            done, lag = v.get("events_processed_total"), v.get("kafka_consumer_lag_messages", 0)
-            if done is None:
-                continue
-            if last_done is None or done > last_done:
-                if last_commit is not None and last_done is not None and done > last_done:
-                    gap = at - last_commit
-                    if gap > longest:
-                        longest, longest_at = gap, last_commit
-                last_commit, last_done = at, done
-            if lag <= batch_size and done > 0:
-                last_commit = at  # the backlog is drained: no more gaps to count
-        activity = {}
+            done = v.get("events_processed_total", 0)
+            if done > last_done:
+                if last_at is not None and n - last_done > batch_size and at - last_at > longest:
+                    longest, longest_at = at - last_at, last_at
+                last_at, last_done = at, done
+        first = next((at for at, v in self.metrics if v.get("events_processed_total", 0) > 0), None)
+        by_sample = {}
         for at, pid, state, wtype, wevent, query in self.backends:
-            if state == "active" and query.upper().startswith("COPY"):
-                what = "COPY" + (f" waiting {wtype}:{wevent}" if wtype else "")
-            elif state == "active":
-                what = f"{query.split(' ')[0].upper()}" + (f" waiting {wtype}:{wevent}" if wtype else "")
-            else:
-                what = state
-            activity.setdefault(pid, {}).setdefault(what, 0)
-            activity[pid][what] += 1
-        return dict(longest_gap_s=longest, longest_gap_at=longest_at, activity=activity)
+            if first is not None and first <= at <= (last_at or at):
+                running = state == "active" and query.upper().startswith("COPY")
+                by_sample[at] = by_sample.get(at, 0) + running
+        copies = {}
+        for k in by_sample.values():
+            copies[k] = copies.get(k, 0) + 1
+        total = max(sum(copies.values()), 1)
+        return dict(longest_gap_ms=longest * 1000, longest_gap_at=longest_at,
+                    copies_running_share={k: v / total for k, v in sorted(copies.items())},
+                    copies_running_mean=sum(k * v for k, v in copies.items()) / total,
+                    buffer_empty_samples=sum(1 for at, v in self.metrics
+                                             if first and at > first and v.get("buffer_size") == 0
+                                             and n - v.get("events_processed_total", 0) > 4 * batch_size))

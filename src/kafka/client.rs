@@ -50,6 +50,12 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
         // What librdkafka prefetches while the buffer holds (see pipeline::buffer::Backpressure):
         // enough for several batches, small enough for the memory budget.
         .set("queued.max.messages.kbytes", "16384")
+        // Once that prefetch is full (the buffer holds), librdkafka postpones the partitions'
+        // next fetch by this much; its default, 1,000 ms, let the prefetch run dry after a hold
+        // and PostgreSQL sit idle: with it, 1 M-event drains had every flush worker idle for up to
+        // 300 ms with the buffer empty and a backlog of 400,000; with 20 ms the buffer never
+        // emptied and drains were 0–12 % faster at 10 % less CPU (issue 19's note).
+        .set("fetch.queue.backoff.ms", "20")
         // Consumer lag (kafka_consumer_lag) comes from the statistics callback.
         .set("statistics.interval.ms", "5000")
         .set("topic.metadata.refresh.interval.ms", "10000")
