@@ -234,16 +234,23 @@ impl Unit {
 #[derive(Debug, Default)]
 pub struct RowBuffers {
     free: Vec<BytesMut>,
+    /// The capacity of `free`, in bytes.
+    kept_bytes: usize,
 }
 
 impl RowBuffers {
     /// Buffers kept; more are freed.
     const KEEP: usize = 16;
+    /// Bytes kept, at most: the reserve's share of aurore's memory beside
+    /// `--buffer-capacity-bytes` (a unit of large messages grows its buffer far beyond the
+    /// usual megabyte; such buffers are freed, not kept).
+    pub const KEEP_BYTES: usize = 16 << 20;
 
     /// An empty buffer of at least `capacity` bytes.
     pub fn take(&mut self, capacity: usize) -> BytesMut {
         match self.free.pop() {
             Some(mut rows) => {
+                self.kept_bytes -= rows.capacity();
                 rows.reserve(capacity);
                 rows
             }
@@ -255,7 +262,8 @@ impl RowBuffers {
     pub fn give(&mut self, rows: Bytes) {
         let Ok(mut rows) = rows.try_into_mut() else { return };
         rows.clear();
-        if self.free.len() < Self::KEEP && rows.capacity() > 0 {
+        if self.free.len() < Self::KEEP && rows.capacity() > 0 && self.kept_bytes + rows.capacity() <= Self::KEEP_BYTES {
+            self.kept_bytes += rows.capacity();
             self.free.push(rows);
         }
     }

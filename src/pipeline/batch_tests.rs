@@ -136,3 +136,27 @@ fn committed_units_row_buffers_are_reused() {
     assert_eq!(b.kept_row_buffers(), 0);
     assert_eq!(copy::decode_row(&second.rows(1, 2)).unwrap().offset, 3, "it holds only the new rows");
 }
+
+#[test]
+fn row_buffers_keep_at_most_their_byte_budget() {
+    let mut r = RowBuffers::default();
+    let buffer = |n: usize| {
+        let mut b = BytesMut::with_capacity(n);
+        b.extend_from_slice(b"row");
+        b.freeze()
+    };
+    // A unit of large messages grew its buffer past the budget: freed, not kept.
+    r.give(buffer(RowBuffers::KEEP_BYTES + 1));
+    assert_eq!(r.kept(), 0);
+    // Usual buffers are kept until the budget is spent...
+    let each = RowBuffers::KEEP_BYTES / 4;
+    for _ in 0..5 {
+        r.give(buffer(each));
+    }
+    assert_eq!(r.kept(), 4, "the fifth would pass {} bytes", RowBuffers::KEEP_BYTES);
+    // ...and taking one frees its share.
+    let taken = r.take(1);
+    assert!(taken.capacity() >= each);
+    r.give(buffer(each));
+    assert_eq!(r.kept(), 4);
+}

@@ -105,13 +105,19 @@ async fn fence(tx: &Transaction<'_>, group: &str, units: &[Unit]) -> Result<Vec<
     Ok((0..units.len()).filter(|&i| !ok.iter().any(|(t, p)| *p == units[i].partition && **t == *units[i].topic)).collect())
 }
 
+/// The most COPY data handed to tokio-postgres at once: what each pooled connection's write
+/// buffer may grow to, beside `--buffer-capacity-bytes`.
+const COPY_SLICE_BYTES: usize = 1 << 20;
+
 async fn copy_rows(tx: &Transaction<'_>, chunks: impl Iterator<Item = Bytes>) -> Result<u64, DbError> {
     let sink = tx.copy_in(copy::COPY_EVENTS).await.map_err(DbError::pg("starting COPY"))?;
     futures_util::pin_mut!(sink);
     sink.feed(Bytes::from_static(copy::HEADER)).await.map_err(DbError::pg("COPY"))?;
     for chunk in chunks {
-        if !chunk.is_empty() {
-            sink.feed(chunk).await.map_err(DbError::pg("COPY"))?;
+        // In slices (zero-copy): tokio-postgres copies each item into its connection's write
+        // buffer, which keeps the largest size it ever held, on every pooled connection.
+        for at in (0..chunk.len()).step_by(COPY_SLICE_BYTES) {
+            sink.feed(chunk.slice(at..chunk.len().min(at + COPY_SLICE_BYTES))).await.map_err(DbError::pg("COPY"))?;
         }
     }
     sink.feed(Bytes::from_static(copy::TRAILER)).await.map_err(DbError::pg("COPY"))?;
