@@ -69,11 +69,12 @@ def persisted(db, group):
     return int(out or 0)
 
 
-def drain(binary, topic, n, db, group, http, log_path):
+def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
     """`binary` drains `n` events of `topic` into `db`, from process start to the last row committed.
     Returns the process (still running), the series of (seconds, persisted) and the figures."""
     checkpoint()
-    aurore = subprocess.Popen([str(binary), "run", "--topics", topic, "--group-id", group, "--http-addr", http],
+    aurore = subprocess.Popen([str(binary), "run", "--topics", topic, "--group-id", group, "--http-addr", http,
+                               *extra_args],
                               env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     t0 = time.monotonic()
