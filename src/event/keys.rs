@@ -53,20 +53,21 @@ fn display_key(k: &str) -> Cow<'_, str> {
 
 /// True if an object in `json` (valid JSON) repeats a key, `path` then leading to the repeat.
 /// One pass over the bytes without recursion: the keys of the open objects on one stack,
-/// compared decoded; an object with many keys also keeps their hashes, so a message of 100,000
-/// keys costs no 10¹⁰ comparisons. Numbers are skipped, never converted.
+/// compared decoded; an object with many keys also keeps them in a `HashSet` (std's randomly
+/// keyed SipHash, so no crafted keys collide on purpose), and a message of 100,000 keys costs no
+/// 10¹⁰ comparisons. Numbers are skipped, never converted.
 fn walk<'a>(json: &'a str, path: &mut Vec<Step<'a>>) -> bool {
     /// An open array or object: where its keys start in `keys`, whether `path` has a step for
-    /// it yet, and the hashes of its keys once it has more than [`LINEAR`].
-    struct Open {
+    /// it yet, and its keys as a set once it has more than [`LINEAR`].
+    struct Open<'a> {
         object: bool,
         first_key: usize,
         stepped: bool,
-        hashes: Option<HashSet<u64>>,
+        set: Option<HashSet<Cow<'a, str>>>,
     }
     const LINEAR: usize = 16;
     let b = json.as_bytes();
-    let mut open: Vec<Open> = Vec::with_capacity(8);
+    let mut open: Vec<Open<'a>> = Vec::with_capacity(8);
     let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(16);
     let mut expect_key = false;
     let mut i = 0;
@@ -77,7 +78,7 @@ fn walk<'a>(json: &'a str, path: &mut Vec<Step<'a>>) -> bool {
                 if !object {
                     path.push(Step::Index(0));
                 }
-                open.push(Open { object, first_key: keys.len(), stepped: !object, hashes: None });
+                open.push(Open { object, first_key: keys.len(), stepped: !object, set: None });
                 expect_key = object;
                 i += 1;
             }
@@ -114,12 +115,12 @@ fn walk<'a>(json: &'a str, path: &mut Vec<Step<'a>>) -> bool {
                         Cow::Borrowed(raw)
                     };
                     let siblings = &keys[o.first_key..];
-                    let repeated = match &mut o.hashes {
-                        Some(h) => !h.insert(hash(&key)) && siblings.contains(&key),
+                    let repeated = match &mut o.set {
+                        Some(set) => !set.insert(key.clone()),
                         None => siblings.contains(&key),
                     };
-                    if o.hashes.is_none() && siblings.len() >= LINEAR {
-                        o.hashes = Some(siblings.iter().chain([&key]).map(|k| hash(k)).collect());
+                    if o.set.is_none() && siblings.len() >= LINEAR {
+                        o.set = Some(siblings.iter().chain([&key]).cloned().collect());
                     }
                     if o.stepped {
                         path.pop();
@@ -161,13 +162,6 @@ fn string_end(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
-/// A key's hash: it only narrows which keys to compare, so a collision costs a comparison,
-/// never a wrong verdict.
-fn hash(key: &str) -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +184,7 @@ mod tests {
         assert_eq!(dup(r#""{"a":1,"a":2}""#), None, "inside a string");
         assert_eq!(dup(r#"[{},"a",{"a":{}},"a"]"#), None, "a string after an empty object is no key");
         assert_eq!(at(r#"[[],{"":[{}],"\"":1,"\u0022":2}]"#).as_deref(), Some(r#"$.payload[1]."\"""#));
-        // Many keys: the hashed comparison finds the repeat at either end.
+        // Many keys: the set finds the repeat at either end.
         let many = |last: &str| format!(r#"{{{}"{last}":0}}"#, (0..1000).map(|i| format!(r#""k{i}":{i},"#)).collect::<String>());
         assert_eq!(dup(&many("k1000")), None);
         assert_eq!(at(&many("k0")).as_deref(), Some("$.payload.k0"));
