@@ -120,8 +120,8 @@ I = 'instance=~"$instance"'
 
 def overview():
     b = Board("aurore-overview", "aurore overview",
-              "aurore drains Kafka into PostgreSQL: throughput, buffer, lag, batches, latency, dead letters, health "
-              "and business events. Source: aurore's /metrics/prometheus and pg_stat_statements.",
+              "aurore drains Kafka into PostgreSQL: throughput, buffer, lag, batches, latency, dead letters, health, "
+              "business events and table partitions. Source: aurore's /metrics/prometheus and pg_stat_statements.",
               [query_var("instance", "instance", 'label_values(up{job="aurore"}, instance)')])
     b.row("Throughput")
     b.panel("timeseries", "Throughput",
@@ -252,6 +252,43 @@ def overview():
             "(fence update, COPY, commit). Near 0 under load; above 0.1 batches are small.",
             [("aurore:pg_statements_per_persisted_event:ratio_rate1m", "statements per event")],
             "short", steps(GREEN, (0.1, ORANGE), (1, RED)), w=12, min_=0)
+    b.row("Table partitions")
+    b.panel("timeseries", "Partitions",
+            "Partitions attached to events and dead_letters (table_partitions; every instance reports the same "
+            "tables, hence max). Maintenance creates them ahead and retention (--retention) drops the oldest, so "
+            "under steady settings the count stays flat.",
+            [(f'max by (table) (table_partitions{{{I}}})', "{{table}}")],
+            "short", steps(GREEN), w=8, min_=0)
+    b.panel("timeseries", "Oldest partition age",
+            "Time since the start of each table's oldest partition: what retention drops next. With --retention "
+            "it stays between the retention and the retention plus one partition interval; with none "
+            "(table_partition_retention_seconds 0) it grows.",
+            [(f'time() - max by (table) (table_partition_oldest_timestamp_seconds{{{I}}})', "{{table}}")],
+            "s", steps(GREEN), w=8, min_=0)
+    b.panel("timeseries", "Partitions size",
+            "On-disk size of all of each table's partitions: heap, indexes and TOAST (table_partitions_bytes).",
+            [(f'max by (table) (table_partitions_bytes{{{I}}})', "{{table}}")],
+            "bytes", steps(GREEN), w=8, min_=0)
+    b.panel("timeseries", "Partitions ahead",
+            "How far past now (the database's clock) each table's created partitions reach, beside the partition "
+            "interval (--partition-interval). Healthy between one and two intervals; under one the next partition "
+            "is missing, and 10 minutes of that fires AurorePartitionsNotCreatedAhead.",
+            [(f'min by (table) (table_partitions_ahead_seconds{{{I}}})', "{{table}}"),
+             (f'max(table_partition_interval_seconds{{{I}}})', "interval")],
+            "s", steps(GREEN), w=12)
+    b.panel("timeseries", "Maintenance errors and missing partitions",
+            "Failed partition maintenance passes (retried; the log line says why: maintenance needs the table "
+            "owner's rights on events and dead_letters), and flushes that found no partition for their rows "
+            "(retried, nothing lost, but ingest stalls: any fires AurorePartitionMissing).",
+            [(f'sum by (instance) (increase(table_partition_maintenance_errors_total{{{I}}}[$__rate_interval]))', "{{instance}} maintenance errors"),
+             (f'sum by (instance) (increase(table_partition_missing_total{{{I}}}[$__rate_interval]))', "{{instance}} no partition (retried)")],
+            "short", steps(GREEN, (1, RED)), w=12, min_=0)
+    b.panel("stat", "Partitions created and dropped",
+            "Partitions created ahead by maintenance, and dropped by retention (--retention), over the "
+            "dashboard's range, per table.",
+            [(f'sum by (table) (increase(table_partitions_created_total{{{I}}}[$__range]))', "created {{table}}"),
+             (f'sum by (table) (increase(table_partitions_dropped_total{{{I}}}[$__range]))', "dropped {{table}}")],
+            "short", steps(BLUE), w=24, h=5, options=STAT)
     return b
 
 
