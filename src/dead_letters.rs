@@ -576,8 +576,9 @@ pub async fn purge(args: PurgeArgs) -> Result<u64, DeadLetterError> {
             .map_err(DbError::pg("setting lock_timeout"))?;
         let sql = format!(
             "WITH gone AS (
-               DELETE FROM dead_letters WHERE ctid IN (
-                 SELECT ctid FROM dead_letters WHERE {} ORDER BY topic, partition, \"offset\" LIMIT {PURGE_PAGE} FOR UPDATE)
+               DELETE FROM dead_letters WHERE (topic, partition, \"offset\", received_at) IN (
+                 SELECT topic, partition, \"offset\", received_at FROM dead_letters WHERE {}
+                 ORDER BY topic, partition, \"offset\" LIMIT {PURGE_PAGE} FOR UPDATE)
                RETURNING topic, reason),
              counted AS (SELECT topic, reason, count(*) AS n FROM gone GROUP BY topic, reason ORDER BY topic, reason),
              moved AS (
