@@ -11,13 +11,14 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, DbArgs, LogFormat, RunArgs};
+use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, LogFormat, MigrateArgs, RunArgs};
 use crate::db;
 use crate::health::{Health, KafkaState};
 use crate::kafka::client::{Quiet, client_config};
 use crate::kafka::liveness::PollWatch;
 use crate::kafka::poller::{ConsumerError, LONGEST_WAIT, Parts, Poller};
 use crate::metrics::Metrics;
+use crate::partitions::{self, Maintenance, Pass};
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::Buffer;
 use crate::pipeline::handoff;
@@ -42,7 +43,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let valid = match &cli.command {
         Command::Run(args) | Command::Check(args) => args.validate().and_then(|()| kafka_settings(args)),
         Command::Produce(args) => args.validate(),
-        Command::Migrate(_) => Ok(()),
+        Command::Migrate(args) => args.partitions.validate(),
         Command::ArchiveTopic(args) => args.validate(),
         Command::DeadLetters(command) => command.validate(),
     };
@@ -121,10 +122,19 @@ pub async fn archive_topic(args: ArchiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
-    let pool = db::pool(&args.database_url, 1, args.db_connect_timeout)?;
-    let applied = db::migrate(&pool).await.with_context(|| args.database_url.to_string())?;
-    tracing::info!(applied, database = %args.database_url, "database schema is up to date");
+/// `aurore migrate`: the migrations, then one pass of partition maintenance.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let database = &args.db.database_url;
+    let pool = db::pool(database, 1, args.db.db_connect_timeout)?;
+    let applied = db::migrate(&pool).await.with_context(|| database.to_string())?;
+    tracing::info!(applied, %database, "database schema is up to date");
+    let maintenance = Maintenance::new(pool, &args.partitions, Arc::new(Metrics::new()));
+    for kind in [Pass::Create, Pass::Drop] {
+        let done = maintenance.pass(kind).await.with_context(|| format!("maintaining the partitions of {database}"))?;
+        if done.is_none() {
+            tracing::info!("another process maintains the partitions now; this pass was left to it");
+        }
+    }
     Ok(())
 }
 
@@ -234,6 +244,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.database_connection_up.set(1);
 
+    // A first pass before anything is consumed, so that the partitions of now exist; the task
+    // goes on with the rest (a failed pass is logged there, and retried).
+    let maintenance = Maintenance::new(pool.clone(), &args.partitions, metrics.clone());
+    maintenance.pass_or_warn(Pass::Create).await;
+    let partitions_missing = maintenance.wake.clone();
+    let partitions =
+        [Pass::Create, Pass::Drop].map(|kind| tokio::spawn(partitions::run(maintenance.clone(), kind, stop_http.clone())));
+
     let (reporter, reports) = handoff::channel();
     let shared = Shared {
         pool: pool.clone(),
@@ -243,6 +261,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         breaker: breaker.clone(),
         reports: reporter,
         abort: abort.clone(),
+        partitions_missing,
         dead_letter_topic: match &args.dead_letter_topic {
             None => None,
             Some(topic) => {
@@ -356,6 +375,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     stop_http.cancel();
     let _ = ticker.await;
+    for task in partitions {
+        let _ = task.await;
+    }
     let _ = http.await;
     match failure {
         Some(e) => Err(e),

@@ -32,8 +32,9 @@ pub enum Command {
     /// Try what `run` needs (configuration, brokers, topics, PostgreSQL, migrations,
     /// privileges), one line per check; exit 0 if all pass, 1 if one fails, 2 on bad usage.
     Check(RunArgs),
-    /// Apply the database migrations and exit.
-    Migrate(DbArgs),
+    /// Apply the database migrations, make one pass of partition maintenance (create the
+    /// partitions of now and of the next interval; drop those past --retention), and exit.
+    Migrate(MigrateArgs),
     /// After a topic was deleted and created again: rename its old rows (events, dead letters,
     /// stored positions) so that the new topic's messages are stored beside them, and its
     /// refused partitions are read again.
@@ -287,7 +288,7 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
-    /// Connections in the pool. Default: flush workers + 2.
+    /// Connections in the pool. Default: flush workers + 3.
     #[arg(long, env = "AURORE_DB_POOL_SIZE")]
     pub db_pool_size: Option<usize>,
 
@@ -297,10 +298,59 @@ pub struct DbArgs {
     pub db_connect_timeout: Duration,
 }
 
+/// The time partitions of events and dead_letters (by received_at, migration V8).
+#[derive(Debug, Clone, Args)]
+pub struct PartitionArgs {
+    /// Length of each partition of events and dead_letters, by received_at (the database's clock
+    /// when the row was stored); aligned on multiples of it since the Unix epoch, UTC (1d: from
+    /// midnight UTC). Whole seconds, at least 1s. aurore keeps the partitions of now and of the
+    /// next interval created. Default 1d.
+    #[arg(long, env = "AURORE_PARTITION_INTERVAL", default_value = "1d", value_parser = duration)]
+    pub partition_interval: Duration,
+
+    /// Drop whole partitions (events and dead letters) whose range ended longer ago than this,
+    /// e.g. 30d. Default: keep everything.
+    #[arg(long, env = "AURORE_RETENTION", value_parser = duration)]
+    pub retention: Option<Duration>,
+}
+
+impl PartitionArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let iv = self.partition_interval;
+        if iv < Duration::from_secs(1) || iv.subsec_nanos() != 0 || iv > MAX_AGE {
+            return Err(ConfigError(format!(
+                "--partition-interval (AURORE_PARTITION_INTERVAL) must be whole seconds from 1s to 100 years, got {}",
+                humantime::format_duration(iv)
+            )));
+        }
+        if let Some(r) = self.retention
+            && (r.is_zero() || r > MAX_AGE)
+        {
+            return Err(ConfigError(format!(
+                "--retention (AURORE_RETENTION) must be from 1s to 100 years, got {}",
+                humantime::format_duration(r)
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub partitions: PartitionArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub db: DbArgs,
+
+    #[command(flatten)]
+    pub partitions: PartitionArgs,
 
     /// Kafka bootstrap servers, comma-separated host:port. Default 127.0.0.1:9092.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -466,6 +516,7 @@ pub struct ConfigError(pub String);
 impl RunArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
+        self.partitions.validate()?;
         if self.kafka_brokers.trim().is_empty() {
             return bad("--kafka-brokers (KAFKA_BROKERS) is empty".into());
         }
@@ -557,8 +608,9 @@ impl RunArgs {
         Ok(())
     }
 
+    /// Flush workers, the ticker, the two kinds of partition maintenance pass.
     pub fn pool_size(&self) -> usize {
-        self.db.db_pool_size.unwrap_or(self.flush_workers + 2)
+        self.db.db_pool_size.unwrap_or(self.flush_workers + 3)
     }
 }
 

@@ -34,7 +34,8 @@
 //!   common case; [`ids`]: derived ids of a burst (pure); [`copy`]: the binary COPY row encoder
 //!   (pure).
 //! - [`db`]: the pool, migrations, queries outside the batch transaction and [`db::classify`],
-//!   the one function that decides what is retried.
+//!   the one function that decides what is retried; [`partitions`]: the time partitions of
+//!   `events` and `dead_letters`, created ahead and dropped by retention.
 //! - [`metrics`], [`health`], [`http`], [`logging`] (text or JSON lines, lists as JSON arrays):
 //!   what operators see; [`produce`]: the load generator.
 
@@ -51,6 +52,7 @@ pub mod ids;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod partitions;
 pub mod pipeline;
 pub mod produce;
 pub mod shutdown;

@@ -8,7 +8,8 @@
 //! [`Health::report`](crate::health::Health::report) (buffer fill, health) and by the 5-second ticker (throughput, business counts).
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::event::Reject;
@@ -59,6 +60,18 @@ pub struct Metrics {
 
     pub event_end_to_end_latency_seconds: Histogram,
     pub event_ingest_latency_seconds: Histogram,
+
+    pub table_partitions: IntGaugeVec,
+    pub table_partitions_bytes: IntGaugeVec,
+    pub table_partition_oldest_timestamp_seconds: GaugeVec,
+    pub table_partitions_ahead_seconds: GaugeVec,
+    pub table_partitions_created_total: IntCounterVec,
+    pub table_partitions_dropped_total: IntCounterVec,
+    pub table_partition_interval_seconds: Gauge,
+    pub table_partition_retention_seconds: Gauge,
+    pub table_partition_maintenance_errors_total: IntCounter,
+    pub table_partition_missing_total: IntCounter,
+    pub table_partition_maintenance_seconds: Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
@@ -239,8 +252,64 @@ impl Metrics {
                 "Persist time minus the Kafka message timestamp (append or create time), in seconds.",
                 LATENCY_BUCKETS.to_vec(),
             ),
+
+            table_partitions: reg!(IntGaugeVec::new(
+                Opts::new("table_partitions", "Time partitions attached to the table (events, dead_letters)."),
+                &["table"]
+            )),
+            table_partitions_bytes: reg!(IntGaugeVec::new(
+                Opts::new("table_partitions_bytes", "On-disk size of the table's partitions (heap, indexes, TOAST), in bytes."),
+                &["table"]
+            )),
+            table_partition_oldest_timestamp_seconds: reg!(GaugeVec::new(
+                Opts::new(
+                    "table_partition_oldest_timestamp_seconds",
+                    "Start of the oldest partition's range of received_at (what --retention drops next; the old table attached by migration V8 counts from its end), in Unix seconds."
+                ),
+                &["table"]
+            )),
+            table_partitions_ahead_seconds: reg!(GaugeVec::new(
+                Opts::new(
+                    "table_partitions_ahead_seconds",
+                    "How far past now (the database's clock) the table's partitions reach without a gap, in seconds; below --partition-interval the next partition is missing."
+                ),
+                &["table"]
+            )),
+            table_partitions_created_total: reg!(IntCounterVec::new(
+                Opts::new("table_partitions_created_total", "Partitions created by this process, by table."),
+                &["table"]
+            )),
+            table_partitions_dropped_total: reg!(IntCounterVec::new(
+                Opts::new("table_partitions_dropped_total", "Partitions dropped by this process for --retention, by table."),
+                &["table"]
+            )),
+            table_partition_interval_seconds: fgauge(
+                "table_partition_interval_seconds",
+                "Length of a new partition (--partition-interval), in seconds.",
+            ),
+            table_partition_retention_seconds: fgauge(
+                "table_partition_retention_seconds",
+                "Partitions whose range ended longer ago than this are dropped (--retention), in seconds; 0 keeps everything.",
+            ),
+            table_partition_maintenance_errors_total: counter(
+                "table_partition_maintenance_errors_total",
+                "Partition maintenance passes that failed (tried again at the next pass).",
+            ),
+            table_partition_missing_total: counter(
+                "table_partition_missing_total",
+                "Flush attempts that found no partition for their rows' received_at; the batch is retried, never lost, and a maintenance pass runs at once.",
+            ),
+            table_partition_maintenance_seconds: histogram(
+                "table_partition_maintenance_seconds",
+                "Duration of a partition maintenance pass (create ahead, retention drops, sizes), in seconds.",
+                prometheus::exponential_buckets(0.001, 4.0, 10).expect("buckets"),
+            ),
             registry,
         };
+        for table in crate::partitions::TABLES {
+            m.table_partitions_created_total.with_label_values(&[table]);
+            m.table_partitions_dropped_total.with_label_values(&[table]);
+        }
         for reason in Reject::ALL {
             m.events_dead_lettered_total.with_label_values(&[reason.label()]);
         }

@@ -66,6 +66,16 @@ impl DbError {
         move |error| DbError::Pool { context, error }
     }
 
+    /// See [`is_missing_partition`].
+    pub fn is_missing_partition(&self) -> bool {
+        match self {
+            DbError::Postgres { error, .. } | DbError::Pool { error: PoolError::Backend(error), .. } => {
+                is_missing_partition(error)
+            }
+            _ => false,
+        }
+    }
+
     pub fn class(&self) -> Class {
         match self {
             DbError::Postgres { error, .. } => classify(error),
@@ -122,6 +132,14 @@ pub fn describe_pool(e: &PoolError) -> String {
     }
 }
 
+/// No partition of a partitioned table holds a row's key (SQLSTATE 23514 with PostgreSQL's
+/// "no partition of relation … found for row"): not the row's fault but the partition
+/// maintenance's ([`crate::partitions`]), so transient: the batch waits for the partition.
+pub fn is_missing_partition(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| *db.code() == SqlState::CHECK_VIOLATION && db.message().starts_with("no partition of relation"))
+}
+
 /// The one place that decides whether a PostgreSQL error is transient, the data's fault, or
 /// fatal. Errors without SQLSTATE are I/O: the connection broke, so transient.
 pub fn classify(e: &tokio_postgres::Error) -> Class {
@@ -135,7 +153,7 @@ pub fn classify(e: &tokio_postgres::Error) -> Class {
             Class::Transient
         };
     };
-    if *state == SqlState::LOCK_NOT_AVAILABLE {
+    if *state == SqlState::LOCK_NOT_AVAILABLE || is_missing_partition(e) {
         return Class::Transient;
     }
     match &state.code()[..2] {
@@ -251,9 +269,19 @@ pub async fn instance_lease(
 
 /// Applies pending migrations; several instances may start at once.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
+    migrate_through(pool, None).await
+}
+
+/// Applies pending migrations up to `version` (all if `None`): the schema an older aurore left,
+/// for tests of a migration.
+pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize, DbError> {
     let mut client = pool.get().await.map_err(DbError::pool("migrating"))?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(DbError::pg("taking the migration lock"))?;
-    let report = embedded::migrations::runner().run_async(&mut **client).await;
+    let mut runner = embedded::migrations::runner();
+    if let Some(v) = version {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let report = runner.run_async(&mut **client).await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await

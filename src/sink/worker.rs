@@ -36,6 +36,8 @@ pub struct Shared {
     pub abort: Shutdown,
     /// `--dead-letter-topic`: each dead letter is produced there before its batch commits.
     pub dead_letter_topic: Option<Arc<DeadLetterTopic>>,
+    /// Wakes partition maintenance: a flush found no partition for its rows.
+    pub partitions_missing: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,10 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                 }
                 Class::Transient => {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["transient"]).inc();
+                    if e.is_missing_partition() {
+                        shared.metrics.table_partition_missing_total.inc();
+                        shared.partitions_missing.notify_one();
+                    }
                     shared.metrics.database_connection_up.set(0);
                     let delay = shared.breaker.failure();
                     tracing::warn!(
