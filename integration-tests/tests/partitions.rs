@@ -1,0 +1,273 @@
+//! Issue 20: events and dead_letters partitioned by received_at. An unpartitioned database
+//! migrates in place with every row; exactly once holds while partitions are created and dropped
+//! during a drain, and through a crash in the middle of a retention drop.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use integration_tests::{Env, Metrics, aurore_bin, event, fast_group, wait_until};
+
+/// Partitions attached to `table`, by name.
+async fn partitions(db: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    db.query(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .expect("listing partitions")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn exists(db: &tokio_postgres::Client, table: &str) -> bool {
+    db.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.unwrap().get(0)
+}
+
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+/// A partition of `table` over `[now - from_h hours, now - to_h hours)` made by hand, holding
+/// `rows` rows of topic `expired`, marked as aurore marks its own.
+async fn old_partition(db: &tokio_postgres::Client, table: &str, name: &str, from_h: i32, to_h: i32, rows: i32) {
+    let insert = match table {
+        "events" => format!(
+            "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, received_at, payload)
+             SELECT 'expired', 0, i, gen_random_uuid(), 'old', 'old', now(), date_trunc('hour', now()) - interval '{from_h} hours' + interval '1 second', '{{}}'
+             FROM generate_series(1, {rows}) i"
+        ),
+        _ => format!(
+            "INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail, received_at)
+             SELECT 'expired', 0, i, 'x', 'invalid_json', 'old', date_trunc('hour', now()) - interval '{from_h} hours' + interval '1 second'
+             FROM generate_series(1, {rows}) i"
+        ),
+    };
+    db.batch_execute(&format!(
+        "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+         COMMENT ON TABLE {name} IS 'aurore: partition of {table}';
+         DO $$ BEGIN
+           EXECUTE format('ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM (%L) TO (%L)',
+                          date_trunc('hour', now()) - interval '{from_h} hours', date_trunc('hour', now()) - interval '{to_h} hours');
+         END $$;
+         {insert};"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("making {name}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unpartitioned_database_migrates_in_place_keeping_every_row_and_consuming_again() {
+    const OLD_ROWS: i64 = 1_000_000;
+    let env = Env::new("part_migrate", 3, &[]).await;
+    // The schema the previous aurore left (through V7), holding a million rows of another topic
+    // and the first ten messages of each partition of this test's topic, as it had stored them.
+    let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
+    let pool = aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap();
+    aurore::db::migrate_through(&pool, Some(7)).await.expect("migrations through V7");
+    let db = env.db().await;
+    let fill = Instant::now();
+    db.batch_execute(&format!(
+        "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, received_at, payload)
+         SELECT 'before-v8', i % 4, i / 4, gen_random_uuid(), 'svc' || (i % 7), 'order.created',
+                now() - (i * interval '1 second'), now() - (({OLD_ROWS} - i) * interval '1 second'),
+                jsonb_build_object('i', i, 'tags', jsonb_build_array('a', 'b'))
+         FROM generate_series(0, {OLD_ROWS} - 1) i;
+         INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail, size)
+         SELECT 'before-v8', 0, i, 'not json', 'invalid_json', 'expected value at line 1 column 1', 8 FROM generate_series(0, 999) i;
+         INSERT INTO dead_letter_counts (topic, reason, stored) VALUES ('before-v8', 'invalid_json', 1000);"
+    ))
+    .await
+    .expect("filling the V7 tables");
+    eprintln!("[part_migrate] {OLD_ROWS} rows stored in the V7 schema in {:.1} s", fill.elapsed().as_secs_f64());
+    let producer = env.producer(&[]);
+    let messages = (0..90u64).map(|i| ((i % 3) as i32, Some(event("svc", "order.created", i)))).collect();
+    let sent = env.produce(&producer, messages).await;
+    for &(p, o) in sent.iter().filter(|(_, o)| *o < 10) {
+        db.execute(
+            "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
+             VALUES ($1, $2, $3, gen_random_uuid(), 'svc', 'order.created', now(), '{}')",
+            &[&env.topic, &p, &o],
+        )
+        .await
+        .unwrap();
+    }
+    for p in 0..3 {
+        db.execute(
+            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, 10)",
+            &[&env.group, &env.topic, &p],
+        )
+        .await
+        .unwrap();
+    }
+
+    let started = Instant::now();
+    let out = Command::new(aurore_bin()).arg("migrate").env("DATABASE_URL", &env.database_url).output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "aurore migrate: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("[part_migrate] V8 and the first partition pass on {} rows took {:.2} s", OLD_ROWS + 30, took.as_secs_f64());
+
+    assert_eq!(count(&db, "SELECT count(*) FROM events WHERE topic = 'before-v8'").await, OLD_ROWS, "every old row kept");
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT (payload->>'i')::int8) FROM events WHERE topic = 'before-v8'").await,
+        OLD_ROWS,
+        "and unchanged"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters WHERE topic = 'before-v8'").await, 1000);
+    let events_parts = partitions(&db, "events").await;
+    assert!(events_parts.contains(&"events_before_partitioning".to_string()), "the old table is a partition: {events_parts:?}");
+    assert!(events_parts.len() >= 3, "the old table, and now and the next interval: {events_parts:?}");
+    assert!(partitions(&db, "dead_letters").await.contains(&"dead_letters_before_partitioning".to_string()));
+    let partitioned: i64 =
+        count(&db, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid IN ('events'::regclass, 'dead_letters'::regclass)")
+            .await;
+    assert_eq!(partitioned, 2);
+
+    // aurore resumes where the previous one stopped: offsets 10.. of each partition.
+    let aurore = env.spawn_aurore(&[]);
+    aurore.wait_ready(Duration::from_secs(60)).await;
+    wait_until("every message of the topic stored", Duration::from_secs(60), || async {
+        let n = count(&db, &format!("SELECT count(*) FROM events WHERE topic = '{}'", env.topic)).await;
+        (n >= 90).then_some(())
+    })
+    .await;
+    env.assert_exactly_once().await;
+    // event_counts reads the same: only what aurore stored itself (the 60 new rows).
+    assert_eq!(count(&db, "SELECT coalesce(sum(events), 0)::int8 FROM event_counts").await, 60);
+    let m = Metrics::scrape(&aurore).expect("metrics");
+    assert_eq!(m.get("table_partitions", &[("table", "events")]), Some(events_parts.len() as f64));
+    assert!(m.get("table_partitions_bytes", &[("table", "events")]).unwrap() > 50e6, "the old table's bytes count");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_while_partitions_are_created_and_dropped_during_a_drain() {
+    let env = Env::new("part_drain", 4, &[]).await;
+    let aurore = env.spawn_aurore(&["--partition-interval", "1s", "--retention", "1h", "--batch-size", "500"]);
+    aurore.wait_ready(Duration::from_secs(60)).await;
+    let db = env.db().await;
+    let created_before = partitions(&db, "events").await.len();
+    assert!(created_before >= 2, "created before consuming: {created_before}");
+
+    let total = 60_000u64;
+    let messages: Vec<(i32, Vec<u8>)> = (0..total)
+        .map(|i| {
+            let value = if i % 100 == 7 { b"{not json".to_vec() } else { event("svc", "order.created", i) };
+            ((i % 4) as i32, value)
+        })
+        .collect();
+    let producer = env.producer(&[]);
+    let stream = env.produce_stream(&producer, messages, 2_000, Duration::from_millis(250));
+    env.wait_persisted(1, Duration::from_secs(60)).await;
+
+    // Partitions past retention appear mid-drain (made by hand: a test cannot wait an hour);
+    // aurore drops them while it goes on storing.
+    old_partition(&db, "events", "events_old_drain", 5, 4, 1000).await;
+    old_partition(&db, "dead_letters", "dead_letters_old_drain", 5, 4, 100).await;
+    let seen_at = wait_until("the partitions past retention dropped", Duration::from_secs(30), || async {
+        let gone = !exists(&db, "events_old_drain").await && !exists(&db, "dead_letters_old_drain").await;
+        gone.then_some(env.persisted().await)
+    })
+    .await;
+    assert!(seen_at < total as i64, "dropped during the drain ({seen_at} of {total} persisted)");
+
+    stream.await.unwrap();
+    env.wait_persisted(total as i64, Duration::from_secs(120)).await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (total as i64 - 600, 600));
+    assert_eq!(count(&db, "SELECT count(*) FROM events WHERE topic = 'expired'").await, 0);
+
+    // Purging reads across partitions, where a row's ctid is not unique: bystanders that share
+    // ctids with the purged rows (other partitions, same page positions) stay.
+    db.batch_execute(
+        "INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail)
+         SELECT 'bystander', 0, i, 'x', 'invalid_json', 'kept' FROM generate_series(1, 50) i",
+    )
+    .await
+    .unwrap();
+    let out = Command::new(aurore_bin())
+        .args(["dead-letters", "purge", "--older-than", "0s", "--topic", &env.topic])
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.ends_with("purged 600 dead letters\n"), "{said}");
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 50, "only the bystanders are left");
+
+    let m = Metrics::scrape(&aurore).expect("metrics");
+    let created = m.get("table_partitions_created_total", &[("table", "events")]).unwrap();
+    assert!(created >= 4.0, "one a second during the drain: {created}");
+    assert!(m.get("table_partitions_dropped_total", &[("table", "events")]).unwrap() >= 1.0);
+    assert!(m.get("table_partitions_dropped_total", &[("table", "dead_letters")]).unwrap() >= 1.0);
+    eprintln!(
+        "[part_drain] {created} events partitions created; flushes that found no partition: {}",
+        m.get("table_partition_missing_total", &[]).unwrap_or(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retention_drop_interrupted_by_a_crash_is_finished_after_restart_and_nothing_is_lost() {
+    let env = Env::new("part_crash", 2, &[]).await;
+    let producer = env.producer(&[]);
+    let batch = |from: u64| (from..from + 500).map(|i| ((i % 2) as i32, Some(event("svc", "order.created", i)))).collect();
+    env.produce(&producer, batch(0)).await;
+    // A killed member's partitions move on after 6 s, not Kafka's default 45.
+    let args = |extra: &[&'static str]| [fast_group("classic"), extra.to_vec()].concat();
+    let first = env.spawn_aurore(&args(&["--partition-interval", "1h"]));
+    env.wait_persisted(500, Duration::from_secs(60)).await;
+    let db = env.db().await;
+    old_partition(&db, "events", "events_old_crash", 72, 71, 100).await;
+    // Left by a crash between DETACH and DROP (it bears the mark a retention drop sets first);
+    // and one an operator detached (aurore's partition mark only): left alone.
+    db.batch_execute(
+        "CREATE TABLE events_detached_crash (LIKE events);
+         COMMENT ON TABLE events_detached_crash IS 'aurore: retention drop of events';
+         CREATE TABLE events_detached_by_hand (LIKE events);
+         COMMENT ON TABLE events_detached_by_hand IS 'aurore: partition of events';",
+    )
+    .await
+    .unwrap();
+    drop(first);
+
+    // A reader whose snapshot may still see the old partition holds DETACH … CONCURRENTLY
+    // between its two transactions; aurore dies there, and so does its session.
+    let holder = env.db().await;
+    holder.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM events;").await.unwrap();
+    let mut second = env.spawn_aurore(&args(&["--partition-interval", "1h", "--retention", "1d"]));
+    wait_until("the retention drop's detach pending", Duration::from_secs(60), || async {
+        let pending =
+            count(&db, "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'events_old_crash'::regclass AND inhdetachpending")
+                .await;
+        (pending == 1).then_some(())
+    })
+    .await;
+    second.kill9();
+    let killed = count(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%DETACH PARTITION%CONCURRENTLY%' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(killed, 1, "the session running the detach");
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert!(exists(&db, "events_old_crash").await);
+
+    env.produce(&producer, batch(500)).await;
+    let third = env.spawn_aurore(&args(&["--partition-interval", "1h", "--retention", "1d"]));
+    wait_until("the interrupted drop finished", Duration::from_secs(60), || async {
+        let done = !exists(&db, "events_old_crash").await && !exists(&db, "events_detached_crash").await;
+        done.then_some(())
+    })
+    .await;
+    assert!(exists(&db, "events_detached_by_hand").await, "a table detached by hand is not aurore's to drop");
+    wait_until("all 1000 messages stored", Duration::from_secs(60), || async {
+        (count(&db, &format!("SELECT count(*) FROM events WHERE topic = '{}'", env.topic)).await == 1000).then_some(())
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM events WHERE topic = 'expired'").await, 0);
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (1000, 0));
+    assert!(third.log_text().contains("finished a partition detach that was interrupted"), "{}", third.log_text());
+    let m = Metrics::scrape(&third).expect("metrics");
+    // events_detached_crash went to the second process's first pass; events_old_crash to this one.
+    assert!(m.get("table_partitions_dropped_total", &[("table", "events")]).unwrap() >= 1.0);
+}
