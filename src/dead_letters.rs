@@ -231,7 +231,8 @@ async fn show(args: ShowArgs) -> Result<(), DeadLetterError> {
     let row = client
         .query_opt(
             "SELECT raw, size, message_key, reason, detail, received_at::text, kafka_timestamp::text
-             FROM dead_letters WHERE topic = $1 AND partition = $2 AND \"offset\" = $3",
+             FROM dead_letters WHERE topic = $1 AND partition = $2 AND \"offset\" = $3
+             ORDER BY received_at DESC LIMIT 1",
             &[&args.topic, &args.partition, &args.offset],
         )
         .await
@@ -409,9 +410,18 @@ async fn replay_page(
             _ => None,
         })
         .collect();
-    if !ranges.is_empty() && copy_in(&mut tx, std::slice::from_ref(&rows)).await.is_err() {
+    // Row by row only when the rows are at fault: any other failure (a missing partition, the
+    // connection) ends the replay with every dead letter as it was.
+    let copied = if ranges.is_empty() { Ok(()) } else { copy_in(&mut tx, std::slice::from_ref(&rows)).await };
+    if let Err(e) = copied {
+        if db::classify(&e) != db::Class::Data {
+            return Err(DbError::Postgres { context: "storing replayed dead letters", error: e });
+        }
         for (i, start, end) in ranges {
             if let Err(e) = copy_in(&mut tx, &[rows.slice(start..end)]).await {
+                if db::classify(&e) != db::Class::Data {
+                    return Err(DbError::Postgres { context: "storing a replayed dead letter", error: e });
+                }
                 verdicts[i] = Verdict::Fails { reason: Reject::PostgresRejected.label(), detail: db::describe(&e) };
             }
         }
