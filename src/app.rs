@@ -247,6 +247,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A first pass before anything is consumed, so that the partitions of now exist; the task
     // goes on with the rest (a failed pass is logged there, and retried).
     let maintenance = Maintenance::new(pool.clone(), &args.partitions, metrics.clone());
+    if args.partitions.partition_interval < Duration::from_secs(3600) {
+        tracing::warn!(
+            partition_interval = %humantime::format_duration(args.partitions.partition_interval),
+            "partitions shorter than an hour make many tables (a day of 1-minute partitions is 1,440 per table): meant for tests"
+        );
+    }
     maintenance.pass_or_warn(Pass::Create).await;
     let partitions_missing = maintenance.wake.clone();
     let partitions =
@@ -375,8 +381,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     stop_http.cancel();
     let _ = ticker.await;
+    // A retention drop may be waiting for a long query to end: nothing is lost by leaving it
+    // (the next start finishes it).
     for task in partitions {
-        let _ = task.await;
+        task.abort();
     }
     let _ = http.await;
     match failure {

@@ -288,7 +288,7 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
-    /// Connections in the pool. Default: flush workers + 3.
+    /// Connections in the pool. Default: flush workers + 4.
     #[arg(long, env = "AURORE_DB_POOL_SIZE")]
     pub db_pool_size: Option<usize>,
 
@@ -608,9 +608,10 @@ impl RunArgs {
         Ok(())
     }
 
-    /// Flush workers, the ticker, the two kinds of partition maintenance pass.
+    /// Flush workers, the ticker, the poll thread's queries, the two kinds of partition
+    /// maintenance pass (a retention drop may hold its connection a while).
     pub fn pool_size(&self) -> usize {
-        self.db.db_pool_size.unwrap_or(self.flush_workers + 3)
+        self.db.db_pool_size.unwrap_or(self.flush_workers + 4)
     }
 }
 

@@ -42,6 +42,9 @@ const MAINTENANCE_LOCK: i64 = 0x6175_726f_7270; // "aurorp"
 /// behind a COPY.
 const LOCK_TIMEOUT: &str = "2s";
 
+/// How long a retention drop's detach may hold up the parent (see [`Maintenance::pass`]'s drop).
+const DROP_LOCK_TIMEOUT: &str = "5s";
+
 const SECOND: i64 = 1_000_000;
 
 /// A partition's range of `received_at`, `[start, end)`, in Unix microseconds; `None` is
@@ -324,6 +327,21 @@ impl Maintenance {
     }
 
     async fn drop(&self, client: &tokio_postgres::Client, table: &'static str) -> Result<Done, DbError> {
+        // FINALIZE and DETACH … CONCURRENTLY hold SHARE UPDATE EXCLUSIVE on the parent while they
+        // wait for older snapshots and for the partition's lockers: bounded, so that creating
+        // partitions (which needs that lock) is held up for seconds at most. A detach that times
+        // out stays pending, harmless (new queries no longer see the partition), and is finished
+        // by a later pass.
+        client
+            .batch_execute(&format!("SET lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+            .await
+            .map_err(DbError::pg("setting lock_timeout"))?;
+        let done = self.drop_inner(client, table).await;
+        let _ = client.batch_execute("RESET lock_timeout").await;
+        done
+    }
+
+    async fn drop_inner(&self, client: &tokio_postgres::Client, table: &'static str) -> Result<Done, DbError> {
         let mut done = Done::default();
         for name in pending_detaches(client, table).await? {
             client
@@ -404,8 +422,14 @@ async fn db_now(client: &tokio_postgres::Client) -> Result<i64, DbError> {
 }
 
 /// The attached partitions of `table` (not those being detached), with their ranges: read back
-/// from PostgreSQL's own text of the bound, in this session's settings.
+/// from PostgreSQL's own text of the bound, in a transaction set to DateStyle ISO and TimeZone
+/// UTC (under other settings the text carries zone abbreviations that read back as other zones:
+/// IST is Israel's to the parser, India's to the printer).
 pub async fn list(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Partition>, DbError> {
+    client
+        .batch_execute("BEGIN READ ONLY; SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'")
+        .await
+        .map_err(DbError::pg("listing partitions"))?;
     let rows = client
         .query(
             "SELECT c.relname::text,
@@ -417,8 +441,9 @@ pub async fn list(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Pa
              WHERE i.inhparent = $1::text::regclass AND NOT i.inhdetachpending",
             &[&table],
         )
-        .await
-        .map_err(DbError::pg("listing partitions"))?;
+        .await;
+    let _ = client.batch_execute("COMMIT").await;
+    let rows = rows.map_err(DbError::pg("listing partitions"))?;
     Ok(rows
         .iter()
         .map(|r| Partition { name: r.get(0), range: Range { start: r.get(1), end: r.get(2) }, bytes: r.get(3) })

@@ -132,12 +132,17 @@ pub fn describe_pool(e: &PoolError) -> String {
     }
 }
 
-/// No partition of a partitioned table holds a row's key (SQLSTATE 23514 with PostgreSQL's
-/// "no partition of relation … found for row"): not the row's fault but the partition
-/// maintenance's ([`crate::partitions`]), so transient: the batch waits for the partition.
+/// No partition of `events` or `dead_letters` holds a row's `received_at`: SQLSTATE 23514
+/// (check_violation) naming one of those tables and no constraint (a CHECK constraint's violation
+/// always names it; the message text is translated on servers with another lc_messages). Not the
+/// row's fault but partition maintenance's ([`crate::partitions`]), so transient: the batch waits
+/// for the partition.
 pub fn is_missing_partition(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| *db.code() == SqlState::CHECK_VIOLATION && db.message().starts_with("no partition of relation"))
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::CHECK_VIOLATION
+            && db.constraint().is_none()
+            && matches!(db.table(), Some("events" | "dead_letters"))
+    })
 }
 
 /// The one place that decides whether a PostgreSQL error is transient, the data's fault, or
