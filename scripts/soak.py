@@ -1,0 +1,193 @@
+"""`scripts/bench --soak [N]` (default 20,000,000): does aurore's speed hold as its tables grow? (issue 20, point 5)
+
+For each layout, in one run: partitioned (migration V8: daily partitions by received_at, as aurore runs by
+default) and unpartitioned (the schema through V7, run with --no-migrate):
+1. A fresh database; the table pre-filled with N rows, as if ingested at 1,000,000 a day over the past days
+   (one daily partition per million in the partitioned layout), by INSERT … SELECT, then VACUUM ANALYZE (what
+   autovacuum did long ago to data that old).
+2. COPY rate into a table of that size: psql's binary \\copy of 1,000,000 rows (made like the pre-fill, topic
+   `ceiling`) into `events` itself, in a transaction rolled back (rows land where a drain's would).
+3. aurore (release build) drains N events of one backlog topic (produced once, shared by both layouts), fresh
+   group; persisted events sampled every second, giving the rate of each million.
+4. COPY rate again, into the table now 2 N rows large; disk bytes per event (tables, indexes, TOAST / rows).
+Targets: the last million drains at >= 0.8 x the first, and at >= 0.8 x the COPY rate at the end.
+Prints a table; writes .bench/<time>/soak.json and soak.png. Needs ~70 bytes of disk per event in Kafka and
+~600 per row and layout in PostgreSQL (20 M: ~1.5 GB + 2 x 24 GB; one layout's database is dropped before the next).
+"""
+import datetime
+import json
+import math
+import subprocess
+import sys
+import time
+
+from benchlib import BIN, ENV, PG, ROOT, checkpoint, create_topic, delete_topic, log, persisted, psql, run
+
+MILLION = 1_000_000
+COLUMNS = 'topic, partition, "offset", id, service, event_type, occurred_at, payload, extra'
+
+
+def fill_sql(table, first, last, day_start):
+    """Rows first..last (offsets), received over the day starting at `day_start` (SQL expression), with payloads
+    about the size of `aurore produce`'s."""
+    return f"""
+    INSERT INTO {table} (topic, partition, "offset", id, service, event_type, occurred_at, received_at, payload)
+    SELECT 'prefill', i % 6, i, gen_random_uuid(), 'svc-' || (i % 10), 'order.' || (i % 5),
+           r - (i % 600) * interval '1 second', r,
+           jsonb_build_object('seq', i, 'order_id', 'ord-' || to_hex(i), 'customer',
+               jsonb_build_object('id', i % 100000, 'tier', 'gold', 'country', 'FR'),
+               'items', jsonb_build_array(jsonb_build_object('sku', 'sku-' || (i % 977), 'qty', 1 + i % 3, 'price', 19.99)),
+               'note', repeat(chr(97 + (i % 26)), 160))
+    FROM generate_series({first}, {last}) i,
+         LATERAL (SELECT {day_start} + (i - {first}) * (interval '1 day' / {last - first + 1})) t(r)"""
+
+
+def prefill(db, layout, n):
+    days = math.ceil(n / MILLION)
+    today = "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    t = time.monotonic()
+    for d in range(days):
+        first, last = d * MILLION, min(n, (d + 1) * MILLION) - 1
+        start = f"({today} - interval '{days - d} days')"
+        if layout == "partitioned":
+            name = psql(db, f"SELECT 'events_p' || to_char({start} AT TIME ZONE 'UTC', 'YYYYMMDD\"t\"HH24MISS')")
+            psql(db, f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({start}) TO ({start} + interval '1 day');"
+                     f"COMMENT ON TABLE {name} IS 'aurore: partition of events'")
+        psql(db, fill_sql("events", first, last, start))
+    log(f"  pre-filled {n:,} rows in {time.monotonic() - t:.0f} s; VACUUM ANALYZE")
+    psql(db, "VACUUM ANALYZE events")
+
+
+def copy_rate(db, path, rows):
+    """Binary \\copy of `path` (`rows` rows) into events, rolled back: rows/s."""
+    checkpoint()
+    t = time.monotonic()
+    run(["psql", "-X", "-q", f"{PG}/{db}", "-c", "BEGIN",
+         "-c", f"\\copy events ({COLUMNS}) FROM '{path}' WITH (FORMAT binary)", "-c", "ROLLBACK"])
+    return rows / (time.monotonic() - t)
+
+
+def disk_bytes(db):
+    return int(psql(db, "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('events') "
+                        "WHERE isleaf") or psql(db, "SELECT pg_total_relation_size('events')"))
+
+
+def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http):
+    db, group = f"soak_{layout}_{stamp}", f"soak-{layout}-{stamp}"
+    psql("aurore_events", f"CREATE DATABASE {db}")
+    extra = []
+    if layout == "partitioned":
+        subprocess.run([str(BIN), "migrate"], check=True, env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
+    else:
+        for v in sorted((ROOT / "migrations").glob("V[1-7]__*.sql"), key=lambda p: int(p.name[1:].split("__")[0])):
+            psql(db, v.read_text())
+        extra = ["--no-migrate"]
+    log(f"{layout}: pre-filling {n:,} rows")
+    prefill(db, layout, n)
+    result = {"layout": layout, "prefill_rows": n, "disk_bytes_before": disk_bytes(db)}
+    result["copy_rows_per_s_start"] = copy_rate(db, ceiling_file, MILLION)
+    log(f"{layout}: COPY into a table of {n:,} rows: {result['copy_rows_per_s_start']:,.0f} rows/s; draining {n:,}")
+    checkpoint()
+    aurore = subprocess.Popen([str(BIN), "run", "--topics", topic, "--group-id", group, "--http-addr", http, *extra],
+                              env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
+                              stdout=open(out_dir / f"soak-{layout}.log", "w"), stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    series, done = [], 0
+    while done < n:
+        time.sleep(1)
+        done = persisted(db, group)
+        series.append((time.monotonic() - t0, done))
+        if aurore.poll() is not None:
+            sys.exit(f"aurore exited early; see {out_dir / f'soak-{layout}.log'}")
+    aurore.terminate()
+    aurore.wait(60)
+    # Rate of each million: 1e6 / the time between crossing k and k+1 millions (interpolated at 1 s samples).
+    def crossing(level):
+        for (ta, da), (tb, db_) in zip([(0.0, 0)] + series, series):
+            if db_ >= level:
+                return ta + (tb - ta) * (level - da) / max(db_ - da, 1)
+        return series[-1][0]
+    marks = [crossing(k * MILLION) for k in range(0, n // MILLION + 1)]
+    result["rate_per_million"] = [MILLION / max(b - a, 1e-9) for a, b in zip(marks, marks[1:])]
+    result["drain_events_per_s"] = n / series[-1][0]
+    result["series"] = series
+    result["copy_rows_per_s_end"] = copy_rate(db, ceiling_file, MILLION)
+    rows = int(psql(db, "SELECT count(*) FROM events"))
+    result["disk_bytes_after"] = disk_bytes(db)
+    result["disk_bytes_per_event"] = result["disk_bytes_after"] / rows
+    rates = result["rate_per_million"]
+    result["last_vs_first"] = rates[-1] / rates[0]
+    result["last_vs_copy_end"] = rates[-1] / result["copy_rows_per_s_end"]
+    log(f"{layout}: first million {rates[0]:,.0f}/s, last {rates[-1]:,.0f}/s ({result['last_vs_first']:.2f}); COPY "
+        f"at the end {result['copy_rows_per_s_end']:,.0f} rows/s ({result['last_vs_copy_end']:.2f})")
+    psql("aurore_events", f"DROP DATABASE {db}")
+    return result
+
+
+def chart(results, path):
+    try:
+        import matplotlib
+    except ImportError:
+        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"]).returncode != 0:
+            log("no matplotlib: chart skipped")
+            return
+        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for r, color in zip(results, ["tab:blue", "tab:orange"]):
+        rates = r["rate_per_million"]
+        xs = [r["prefill_rows"] / MILLION + k + 1 for k in range(len(rates))]
+        ax.plot(xs, rates, marker=".", color=color, label=f"{r['layout']}: aurore, each million")
+        ax.scatter([xs[0] - 1, xs[-1]], [r["copy_rows_per_s_start"], r["copy_rows_per_s_end"]], marker="x", s=60,
+                   color=color, label=f"{r['layout']}: binary COPY, table of that size")
+    ax.set_xlabel("millions of rows in events")
+    ax.set_ylabel("rows/s")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower left")
+    ax.set_title("aurore draining into a growing table")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(n):
+    n = max(MILLION, n // MILLION * MILLION)
+    stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+    out_dir = ROOT / ".bench" / f"soak-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(ROOT / "scripts" / "stack"), "up"], check=True, env=ENV, stdout=subprocess.DEVNULL)
+    subprocess.run(["cargo", "build", "--locked", "--release", "--bin", "aurore"], check=True, cwd=ROOT, env=ENV,
+                   stderr=subprocess.DEVNULL)
+    topic = f"soak-{stamp}"
+    create_topic(topic)
+    log(f"producing a backlog of {n:,} events to {topic}")
+    run([str(BIN), "produce", "--topic", topic, "--count", str(n), "--id-ratio", "0.5"])
+    # The COPY rate's rows: a million made like the pre-fill, as a binary COPY file.
+    scratch = f"soak_scratch_{stamp}"
+    psql("aurore_events", f"CREATE DATABASE {scratch}")
+    psql(scratch, "CREATE TABLE events (topic text, partition int, \"offset\" bigint, id uuid, service text, "
+                  "event_type text, occurred_at timestamptz, received_at timestamptz, payload jsonb, extra jsonb)")
+    psql(scratch, fill_sql("events", 0, MILLION - 1, "now()").replace("'prefill'", "'ceiling'"))
+    ceiling_file = out_dir / "ceiling.bin"
+    with open(ceiling_file, "wb") as f:
+        subprocess.run(["psql", "-X", f"{PG}/{scratch}", "-c", f"\\copy (SELECT {COLUMNS} FROM events) TO STDOUT "
+                        "WITH (FORMAT binary)"], check=True, env=ENV, stdout=f)
+    psql("aurore_events", f"DROP DATABASE {scratch}")
+    http = "127.0.0.1:3198"
+    results = [layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http)
+               for layout in ["partitioned", "unpartitioned"]]
+    ceiling_file.unlink()
+    delete_topic(topic)
+    (out_dir / "soak.json").write_text(json.dumps(results, indent=1))
+    chart(results, out_dir / "soak.png")
+    print(f"\nsoak: {n:,} rows pre-filled, then {n:,} drained (rows/s)")
+    print(f"  {'layout':<14} {'COPY start':>11} {'1st million':>12} {'last million':>13} {'COPY end':>10} "
+          f"{'last/1st':>9} {'last/COPY':>10} {'bytes/event':>12}")
+    for r in results:
+        rates = r["rate_per_million"]
+        met = "met" if r["last_vs_first"] >= 0.8 and r["last_vs_copy_end"] >= 0.8 else "NOT met"
+        print(f"  {r['layout']:<14} {r['copy_rows_per_s_start']:>11,.0f} {rates[0]:>12,.0f} {rates[-1]:>13,.0f} "
+              f"{r['copy_rows_per_s_end']:>10,.0f} {r['last_vs_first']:>9.2f} {r['last_vs_copy_end']:>10.2f} "
+              f"{r['disk_bytes_per_event']:>12,.0f}  targets {met}")
+        print(f"  {'':<14} each million: {', '.join(f'{x:,.0f}' for x in rates)}")
+    print(f"  results: {out_dir / 'soak.json'}, chart: {out_dir / 'soak.png'}")
