@@ -8,7 +8,7 @@ default) and unpartitioned (the schema through V7, run with --no-migrate):
 2. COPY rate into a table of that size: psql's binary \\copy of 1,000,000 rows (made like the pre-fill, topic
    `ceiling`) into `events` itself, in a transaction rolled back (rows land where a drain's would).
 3. aurore (release build) drains N events of one backlog topic (produced once, shared by both layouts), fresh
-   group; persisted events sampled every second, giving the rate of each million.
+   group (benchlib.drain: persisted events sampled every 0.2 s), giving the rate of each million.
 4. COPY rate again, into the table now 2 N rows large; disk bytes per event (tables, indexes, TOAST / rows).
 Targets: the last million drains at >= 0.8 x the first, and at >= 0.8 x the COPY rate at the end.
 Prints a table; writes .bench/<time>/soak.json and soak.png. Needs ~70 bytes of disk per event in Kafka and
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import BIN, ENV, PG, ROOT, checkpoint, create_topic, delete_topic, log, persisted, psql, run
+from benchlib import BIN, ENV, PG, ROOT, checkpoint, create_topic, delete_topic, drain, log, psql, run
 
 MILLION = 1_000_000
 COLUMNS = 'topic, partition, "offset", id, service, event_type, occurred_at, payload, extra'
@@ -87,21 +87,10 @@ def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http):
     result = {"layout": layout, "prefill_rows": n, "disk_bytes_before": disk_bytes(db)}
     result["copy_rows_per_s_start"] = copy_rate(db, ceiling_file, MILLION)
     log(f"{layout}: COPY into a table of {n:,} rows: {result['copy_rows_per_s_start']:,.0f} rows/s; draining {n:,}")
-    checkpoint()
-    aurore = subprocess.Popen([str(BIN), "run", "--topics", topic, "--group-id", group, "--http-addr", http, *extra],
-                              env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
-                              stdout=open(out_dir / f"soak-{layout}.log", "w"), stderr=subprocess.STDOUT)
-    t0 = time.monotonic()
-    series, done = [], 0
-    while done < n:
-        time.sleep(1)
-        done = persisted(db, group)
-        series.append((time.monotonic() - t0, done))
-        if aurore.poll() is not None:
-            sys.exit(f"aurore exited early; see {out_dir / f'soak-{layout}.log'}")
+    aurore, series, _ = drain(BIN, topic, n, db, group, http, out_dir / f"soak-{layout}.log", extra)
     aurore.terminate()
     aurore.wait(60)
-    # Rate of each million: 1e6 / the time between crossing k and k+1 millions (interpolated at 1 s samples).
+    # Rate of each million: 1e6 / the time between crossing k and k+1 millions (interpolated between samples).
     def crossing(level):
         for (ta, da), (tb, db_) in zip([(0.0, 0)] + series, series):
             if db_ >= level:

@@ -150,17 +150,7 @@ async fn exactly_once_while_partitions_are_created_and_dropped_during_a_drain() 
         .output()
         .unwrap();
     assert!(out.status.success(), "aurore migrate: {}", String::from_utf8_lossy(&out.stderr));
-    env.db()
-        .await
-        .batch_execute(
-            "DO $$ DECLARE p text; BEGIN
-               FOR p IN SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent IN ('events'::regclass, 'dead_letters'::regclass) LOOP
-                 EXECUTE 'DROP TABLE ' || p;
-               END LOOP;
-             END $$",
-        )
-        .await
-        .unwrap();
+    without_partitions(&env).await;
     let aurore = env.spawn_aurore(&["--partition-interval", "1s", "--retention", "1h", "--batch-size", "500"]);
     aurore.wait_ready(Duration::from_secs(60)).await;
     let db = env.db().await;
