@@ -19,7 +19,24 @@ fn defaults_are_the_documented_ones() {
     assert_eq!((r.linger, r.shutdown_timeout), (Duration::from_millis(100), Duration::from_secs(30)));
     assert_eq!(r.http_addr.to_string(), "0.0.0.0:3000");
     assert_eq!((r.topics.clone(), r.group_id.as_str(), r.max_event_bytes), (vec!["events".to_string()], "aurore", 1 << 20));
-    assert_eq!(r.pool_size(), 4);
+    assert_eq!(r.pool_size(), 6);
+    assert_eq!((r.partitions.partition_interval, r.partitions.retention), (Duration::from_secs(86_400), None));
+}
+
+#[test]
+fn partition_settings_are_checked() {
+    let bad = |args: &[&str]| run(args).unwrap_err();
+    assert!(
+        bad(&["--partition-interval", "500ms"])
+            .contains("--partition-interval (AURORE_PARTITION_INTERVAL) must be whole seconds")
+    );
+    assert!(bad(&["--partition-interval", "1500ms"]).contains("whole seconds"));
+    assert!(bad(&["--retention", "0s"]).contains("--retention (AURORE_RETENTION) must be from 1s"));
+    let r = run(&["--partition-interval", "1h", "--retention", "30d"]).unwrap();
+    assert_eq!(
+        (r.partitions.partition_interval, r.partitions.retention),
+        (Duration::from_secs(3600), Some(Duration::from_secs(30 * 86_400)))
+    );
 }
 
 #[test]
