@@ -7,12 +7,16 @@ default) and unpartitioned (the schema through V7, run with --no-migrate):
    autovacuum did long ago to data that old).
 2. COPY rate into a table of that size: psql's binary \\copy of 1,000,000 rows (made like the pre-fill, topic
    `ceiling`) into `events` itself, in a transaction rolled back (rows land where a drain's would).
-3. aurore (release build) drains N events of one backlog topic (produced once, shared by both layouts), fresh
-   group (benchlib.drain: persisted events sampled every 0.2 s), giving the rate of each million.
+3. aurore (release build) drains one backlog topic (produced once, shared by both layouts) of N events and a
+   million more, fresh group (benchlib.drain: persisted events sampled every 0.2 s), giving the rate of each of
+   the first N millions, counted from the first commit (so the first does not include the process's start and
+   its group join), the last of them drained while a million is still waiting (so it does not include a drain's
+   end, when partitions finish one by one and one flush worker may be left alone: that is reported apart, as
+   the tail).
 4. COPY rate again, into the table now 2 N rows large; disk bytes per event (tables, indexes, TOAST / rows).
 Targets: the last million drains at >= 0.8 x the first, and at >= 0.8 x the COPY rate at the end.
 Prints a table; writes .bench/<time>/soak.json and soak.png. Needs ~70 bytes of disk per event in Kafka and
-~600 per row and layout in PostgreSQL (20 M: ~1.5 GB + 2 x 24 GB; one layout's database is dropped before the next).
+~700 per row and layout in PostgreSQL (20 M: ~1.5 GB + 2 x 29 GB; one layout's database is dropped before the next).
 """
 import datetime
 import json
@@ -87,18 +91,23 @@ def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http):
     result = {"layout": layout, "prefill_rows": n, "disk_bytes_before": disk_bytes(db)}
     result["copy_rows_per_s_start"] = copy_rate(db, ceiling_file, MILLION)
     log(f"{layout}: COPY into a table of {n:,} rows: {result['copy_rows_per_s_start']:,.0f} rows/s; draining {n:,}")
-    aurore, series, _ = drain(BIN, topic, n, db, group, http, out_dir / f"soak-{layout}.log", extra)
+    aurore, series, _ = drain(BIN, topic, n + MILLION, db, group, http, out_dir / f"soak-{layout}.log", extra)
     aurore.terminate()
     aurore.wait(60)
-    # Rate of each million: 1e6 / the time between crossing k and k+1 millions (interpolated between samples).
+    # Rate of each million: the time between crossing k and k+1 millions (interpolated between samples), the
+    # first from the first commit.
     def crossing(level):
         for (ta, da), (tb, db_) in zip([(0.0, 0)] + series, series):
             if db_ >= level:
                 return ta + (tb - ta) * (level - da) / max(db_ - da, 1)
         return series[-1][0]
-    marks = [crossing(k * MILLION) for k in range(0, n // MILLION + 1)]
-    result["rate_per_million"] = [MILLION / max(b - a, 1e-9) for a, b in zip(marks, marks[1:])]
-    result["drain_events_per_s"] = n / series[-1][0]
+    first = next(d for _, d in series if d > 0)
+    levels = [first] + [k * MILLION for k in range(1, n // MILLION + 2)]
+    marks = [crossing(level) for level in levels]
+    rates = [(lb - la) / max(tb - ta, 1e-9) for la, lb, ta, tb in zip(levels, levels[1:], marks, marks[1:])]
+    result["rate_per_million"], result["tail_rate"] = rates[:-1], rates[-1]
+    result["first_commit_seconds"] = crossing(first)
+    result["drain_events_per_s"] = (n + MILLION) / series[-1][0]
     result["series"] = series
     result["copy_rows_per_s_end"] = copy_rate(db, ceiling_file, MILLION)
     rows = int(psql(db, "SELECT count(*) FROM events"))
@@ -149,8 +158,8 @@ def main(n):
                    stderr=subprocess.DEVNULL)
     topic = f"soak-{stamp}"
     create_topic(topic)
-    log(f"producing a backlog of {n:,} events to {topic}")
-    run([str(BIN), "produce", "--topic", topic, "--count", str(n), "--id-ratio", "0.5"])
+    log(f"producing a backlog of {n + MILLION:,} events to {topic}")
+    run([str(BIN), "produce", "--topic", topic, "--count", str(n + MILLION), "--id-ratio", "0.5"])
     # The COPY rate's rows: a million made like the pre-fill, as a binary COPY file.
     scratch = f"soak_scratch_{stamp}"
     psql("aurore_events", f"CREATE DATABASE {scratch}")
@@ -178,5 +187,6 @@ def main(n):
         print(f"  {r['layout']:<14} {r['copy_rows_per_s_start']:>11,.0f} {rates[0]:>12,.0f} {rates[-1]:>13,.0f} "
               f"{r['copy_rows_per_s_end']:>10,.0f} {r['last_vs_first']:>9.2f} {r['last_vs_copy_end']:>10.2f} "
               f"{r['disk_bytes_per_event']:>12,.0f}  targets {met}")
-        print(f"  {'':<14} each million: {', '.join(f'{x:,.0f}' for x in rates)}")
+        print(f"  {'':<14} each million: {', '.join(f'{x:,.0f}' for x in rates)}; then the tail (the drain's last "
+              f"million): {r['tail_rate']:,.0f}; first commit {r['first_commit_seconds']:.1f} s after start")
     print(f"  results: {out_dir / 'soak.json'}, chart: {out_dir / 'soak.png'}")
