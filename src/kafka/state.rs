@@ -131,7 +131,11 @@ impl PollerState {
     pub fn new(settings: Settings, buffer: Arc<Buffer>, metrics: Arc<Metrics>) -> Self {
         PollerState {
             tracker: OffsetTracker::new(),
-            batcher: Batcher::new(settings.workers, settings.batch_size, settings.linger),
+            // A batch is also full at a quarter of the byte capacity, as the event capacity's
+            // default holds four batches: with large messages, batches then fill while others
+            // commit instead of waiting out the linger, and one batch never holds all the buffer.
+            batcher: Batcher::new(settings.workers, settings.batch_size, settings.linger)
+                .with_batch_bytes(buffer.capacity_bytes / 4),
             commits: Commits::default(),
             buffer,
             metrics,
@@ -575,6 +579,7 @@ impl PollerState {
                 }
             }
             self.taken = (self.taken.0 + 1, self.taken.1 + bytes);
+            self.batcher.add_bytes(worker, bytes);
             if self.batcher.is_full(worker) {
                 self.account_taken();
                 self.flush(worker);

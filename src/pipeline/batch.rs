@@ -284,6 +284,8 @@ pub struct Batch {
 struct Open {
     units: Vec<Unit>,
     messages: usize,
+    /// Message bytes of the units, as [`Unit::bytes`].
+    bytes: usize,
     opened: Option<Instant>,
     last: usize,
 }
@@ -293,6 +295,7 @@ struct Open {
 pub struct Batcher {
     open: Vec<Open>,
     batch_size: usize,
+    batch_bytes: usize,
     linger: Duration,
     unit_capacity: usize,
     row_buffers: RowBuffers,
@@ -303,11 +306,26 @@ impl Batcher {
         Batcher {
             open: (0..workers).map(|_| Open::default()).collect(),
             batch_size,
+            batch_bytes: usize::MAX,
             linger,
             // ~450 bytes a typical row; a unit rarely holds a whole batch.
             unit_capacity: (batch_size * 450 / workers.max(1)).min(4 << 20),
             row_buffers: RowBuffers::default(),
         }
+    }
+
+    /// Batches are also full at `bytes` of message values (by default only their event count
+    /// fills them): large messages then flush in batches of a bounded size, each worker
+    /// committing one while the next fills, instead of waiting out the linger.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Counts `bytes` of message values into `worker`'s open batch (after a push into one of
+    /// its units).
+    pub fn add_bytes(&mut self, worker: usize, bytes: usize) {
+        self.open[worker].bytes += bytes;
     }
 
     /// Takes a finished unit's rows back for new units to write into.
@@ -352,7 +370,8 @@ impl Batcher {
     }
 
     pub fn is_full(&self, worker: usize) -> bool {
-        self.open[worker].messages >= self.batch_size
+        let open = &self.open[worker];
+        open.messages >= self.batch_size || open.bytes >= self.batch_bytes
     }
 
     /// Whether `worker`'s batch has waited `linger`.
@@ -389,6 +408,7 @@ impl Batcher {
             let i = open.units.iter().position(|u| u.partition == partition && &*u.topic == topic)?;
             let unit = open.units.swap_remove(i);
             open.messages -= unit.messages;
+            open.bytes -= unit.bytes;
             open.last = 0;
             if open.units.is_empty() {
                 open.opened = None;

@@ -102,6 +102,34 @@ fn stale_units_are_handed_back_and_discard_removes_a_partition() {
 }
 
 #[test]
+fn batches_also_fill_at_their_byte_limit() {
+    let mut b = Batcher::new(2, 1000, Duration::from_secs(60)).with_batch_bytes(100);
+    let topic: Arc<str> = Arc::from("events");
+    let w = b.worker_of("events", 0);
+    let other = b.worker_of("events", 1);
+    let json = r#"{"service":"s","event_type":"t","payload":{"pad":"0123456789"}}"#;
+    let push = |b: &mut Batcher, worker: usize, partition: i32, off: i64| {
+        b.unit(worker, &topic, partition, 1).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
+        b.add_bytes(worker, json.len());
+    };
+    push(&mut b, w, 0, 0);
+    assert!(!b.is_full(w), "{} bytes of 100", json.len());
+    push(&mut b, other, 1, 0);
+    assert!(!b.is_full(other), "each worker's batch counts its own bytes");
+    push(&mut b, w, 0, 1);
+    assert!(b.is_full(w), "{} bytes of 100", 2 * json.len());
+    // A discarded unit's bytes leave its batch with it.
+    b.discard("events", 0).unwrap();
+    assert!(!b.is_full(w));
+    push(&mut b, w, 0, 2);
+    assert!(!b.is_full(w));
+    let (batch, _) = b.take(w, |_| Some(Fence::Absent));
+    assert_eq!(batch.unwrap().units[0].bytes, json.len());
+    push(&mut b, w, 0, 3);
+    assert!(!b.is_full(w), "a sent batch's bytes are not the next one's");
+}
+
+#[test]
 fn partitions_spread_over_workers() {
     let b = Batcher::new(2, 1, Duration::from_secs(1));
     let mut per = [0; 2];
