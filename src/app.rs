@@ -20,7 +20,7 @@ use crate::kafka::poller::{ConsumerError, LONGEST_WAIT, Parts, Poller};
 use crate::metrics::Metrics;
 use crate::partitions::{self, Maintenance, Pass};
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
-use crate::pipeline::buffer::Buffer;
+use crate::pipeline::buffer::{Budget, Buffer};
 use crate::pipeline::handoff;
 use crate::shutdown::{self, Shutdown};
 use crate::sink::dead_letter_topic::DeadLetterTopic;
@@ -28,8 +28,28 @@ use crate::sink::worker::{self, Shared};
 
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration, 3
 /// fenced by another process under the same `--instance-id`.
+/// Keeps glibc's malloc from holding on to freed large blocks, before any thread starts.
+///
+/// glibc serves blocks from 128 KiB up with their own mappings, returned to the kernel when
+/// freed, but each free of such a block raises that threshold to its size, up to 32 MiB
+/// (`mallopt(3)`, `M_MMAP_THRESHOLD`): after a few large messages, row buffers and librdkafka's
+/// fetch buffers come from arenas that keep freed memory, and untouched capacity is resident
+/// once reused. Fixing the threshold at its default keeps peak RSS within the buffer's budget
+/// (README, "Memory"; issue 19's note has the figures). `MALLOC_MMAP_THRESHOLD_` set in the
+/// environment wins.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
+    if env("MALLOC_MMAP_THRESHOLD_").is_none() {
+        fix_mmap_threshold();
+    }
     let log = match cli.log.resolve(env("RUST_LOG").as_deref(), env("NO_COLOR").as_deref(), std::io::stderr().is_terminal()) {
         Ok(log) => log,
         Err(e) => {
@@ -192,9 +212,10 @@ async fn run_until_admitted(args: RunArgs) -> anyhow::Result<()> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.buffer_capacity.set(args.buffer_capacity as i64);
-    metrics.buffer_capacity_bytes.set(args.buffer_capacity_bytes as i64);
+    let budget = Budget::of(args.buffer_capacity_bytes);
+    metrics.buffer_capacity_bytes.set(budget.buffer_bytes as i64);
     let breaker = Arc::new(Breaker::new(args.breaker_threshold, args.retry_backoff, args.retry_backoff_max));
-    let buffer = Arc::new(Buffer::new(args.buffer_capacity, args.buffer_capacity_bytes, args.buffer_resume_percent));
+    let buffer = Arc::new(Buffer::new(args.buffer_capacity, budget.buffer_bytes, args.buffer_resume_percent));
     let health = Arc::new(Health::new(metrics.clone(), breaker.clone(), buffer.clone()));
     let shutdown = Shutdown::new();
     let abort = Shutdown::new();

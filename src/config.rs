@@ -406,7 +406,10 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 20_000)]
     pub buffer_capacity: usize,
 
-    /// Buffer capacity, in bytes of message values. Default 67108864 (64 MiB).
+    /// Memory for messages, in bytes of message values: librdkafka's prefetch takes up to a
+    /// quarter of it (an eighth, 1–16 MiB, twice: the queue and the response being read), the
+    /// buffer of messages taken and not yet persisted the rest. Peak RSS stays below this plus
+    /// a fixed overhead (README, "Memory"). Default 67108864 (64 MiB).
     #[arg(long, env = "AURORE_BUFFER_CAPACITY_BYTES", default_value_t = 64 << 20)]
     pub buffer_capacity_bytes: usize,
 

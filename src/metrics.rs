@@ -103,7 +103,10 @@ impl Metrics {
                 "buffer_capacity",
                 "Buffer capacity in events (--buffer-capacity); fetching pauses when it is reached.",
             ),
-            buffer_capacity_bytes: gauge("buffer_capacity_bytes", "Buffer capacity in bytes (--buffer-capacity-bytes)."),
+            buffer_capacity_bytes: gauge(
+                "buffer_capacity_bytes",
+                "Buffer capacity in bytes: --buffer-capacity-bytes less librdkafka's prefetch share.",
+            ),
             buffer_utilization_percent: fgauge(
                 "buffer_utilization_percent",
                 "Buffer fill, in percent of the fuller of its two capacities (events, bytes).",

@@ -30,6 +30,7 @@ use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
 use crate::logging::Structured;
 use crate::metrics::Metrics;
+use crate::pipeline::buffer::Budget;
 use crate::pipeline::offsets::Start;
 
 /// The longest the rebalance callback waits for PostgreSQL to say where partitions start.
@@ -48,8 +49,9 @@ pub fn client_config(args: &RunArgs) -> ClientConfig {
         // A pipeline that starts on an existing topic must not skip what is already there.
         .set("auto.offset.reset", "earliest")
         // What librdkafka prefetches while the buffer holds (see pipeline::buffer::Backpressure):
-        // enough for several batches, small enough for the memory budget.
-        .set("queued.max.messages.kbytes", "16384")
+        // several batches of small events, taken out of --buffer-capacity-bytes (Budget). A
+        // record batch larger than a fetch's limits still comes whole (KIP-74).
+        .set("queued.max.messages.kbytes", (Budget::of(args.buffer_capacity_bytes).prefetch_bytes >> 10).max(1).to_string())
         // Once that prefetch is full (the buffer holds), librdkafka postpones the partitions'
         // next fetch by this much; its default, 1,000 ms, let the prefetch run dry after a hold
         // and PostgreSQL sit idle: with it, 1 M-event drains had every flush worker idle for up to

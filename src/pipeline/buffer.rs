@@ -8,6 +8,26 @@
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// How `--buffer-capacity-bytes` is shared, so that everything that grows with it stays within it
+/// (README, "Memory"): librdkafka's prefetch (`queued.max.messages.kbytes`) takes an eighth,
+/// within 1–16 MiB and never more than a quarter, and as much again is left for the fetch
+/// response being read (librdkafka caps `fetch.max.bytes` at the prefetch when it is not set);
+/// the buffer's own byte capacity, for the messages taken and not yet persisted, is the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// librdkafka's prefetch, in bytes.
+    pub prefetch_bytes: usize,
+    /// The buffer's byte capacity ([`Buffer::capacity_bytes`]).
+    pub buffer_bytes: usize,
+}
+
+impl Budget {
+    pub fn of(capacity_bytes: usize) -> Self {
+        let prefetch_bytes = (capacity_bytes / 8).clamp(1 << 20, 16 << 20).min(capacity_bytes / 4);
+        Budget { prefetch_bytes, buffer_bytes: capacity_bytes - 2 * prefetch_bytes }
+    }
+}
+
 #[derive(Debug)]
 pub struct Buffer {
     events: AtomicUsize,
@@ -159,6 +179,21 @@ mod tests {
         b.add(10, 100);
         assert_eq!(bp.update(&b, true, t0), Flow::Pause);
         assert_eq!(bp.update(&b, false, t0), Flow::Hold, "closed again, still full: hold");
+    }
+
+    #[test]
+    fn the_budget_leaves_the_buffer_at_least_half_and_librdkafka_at_most_a_quarter() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(Budget::of(64 * MIB), Budget { prefetch_bytes: 8 * MIB, buffer_bytes: 48 * MIB }, "the default");
+        assert_eq!(Budget::of(16 * MIB), Budget { prefetch_bytes: 2 * MIB, buffer_bytes: 12 * MIB });
+        assert_eq!(Budget::of(4 * MIB), Budget { prefetch_bytes: MIB, buffer_bytes: 2 * MIB }, "at least 1 MiB");
+        assert_eq!(Budget::of(1024 * MIB), Budget { prefetch_bytes: 16 * MIB, buffer_bytes: 992 * MIB }, "at most 16 MiB");
+        for capacity in (0..40).map(|i| 1usize << i).chain([3, 1000, 3 * MIB + 7, 200 * MIB + 1, usize::MAX / 2]) {
+            let b = Budget::of(capacity);
+            assert!(b.prefetch_bytes <= capacity / 4 && b.prefetch_bytes <= 16 * MIB, "{capacity}: {b:?}");
+            assert_eq!(b.buffer_bytes + 2 * b.prefetch_bytes, capacity, "{capacity}: the whole budget, no more");
+            assert!(b.buffer_bytes >= capacity / 2, "{capacity}: {b:?}");
+        }
     }
 
     #[test]
