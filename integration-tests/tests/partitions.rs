@@ -116,7 +116,31 @@ async fn an_unpartitioned_database_migrates_in_place_keeping_every_row_and_consu
     assert_eq!(count(&db, "SELECT count(*) FROM dead_letters WHERE topic = 'before-v8'").await, 1000);
     let events_parts = partitions(&db, "events").await;
     assert!(events_parts.contains(&"events_before_partitioning".to_string()), "the old table is a partition: {events_parts:?}");
-    assert!(events_parts.len() >= 2, "the old table, and from there through tomorrow: {events_parts:?}");
+    // V8's own partition, not one of aurore's: it starts where the old table ends, carries the
+    // name src/partitions.rs gives, and reaches through tomorrow (UTC).
+    let v8_partition: Vec<String> = db
+        .query(
+            "WITH b AS (SELECT c.relname::text AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+                          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass),
+                  old AS (SELECT (regexp_match(bound, 'TO \\(''([^'']*)''\\)'))[1]::timestamptz AS upper FROM b
+                          WHERE name = 'events_before_partitioning')
+             SELECT name FROM b, old
+              WHERE (regexp_match(bound, 'FROM \\(''([^'']*)''\\)'))[1]::timestamptz = old.upper
+                AND (regexp_match(bound, 'TO \\(''([^'']*)''\\)'))[1]::timestamptz
+                    >= (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'",
+            &[],
+        )
+        .await
+        .expect("reading partition bounds")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(v8_partition.len(), 1, "one partition from the old table's bound through tomorrow: {events_parts:?}");
+    let stamp = v8_partition[0].strip_prefix("events_p").unwrap_or_else(|| panic!("named events_p…: {v8_partition:?}"));
+    assert!(
+        stamp.len() >= 15 && stamp.chars().all(|c| c.is_ascii_digit() || c == 't' || c == '_'),
+        "named events_p<YYYYMMDD>t<HHMMSS>[_<µs>], as aurore names partitions: {v8_partition:?}"
+    );
     assert!(partitions(&db, "dead_letters").await.contains(&"dead_letters_before_partitioning".to_string()));
     let partitioned: i64 =
         count(&db, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid IN ('events'::regclass, 'dead_letters'::regclass)")
@@ -335,6 +359,52 @@ async fn partitions_are_read_right_whatever_the_sessions_datestyle_and_timezone(
         listed.iter().any(|p| p.range.start == Some(this_hour) && p.range.end == Some(this_hour + hour)),
         "the partition of this hour, read as UTC: {listed:?} (this hour starts at {this_hour})"
     );
+
+    // The whole class: every DateStyle and field order, under zones whose abbreviations name
+    // several places (IST, CST, PST) or whose offsets are not whole hours, read bounds with
+    // microseconds, before 1970, past 2038, as the instants they are (Unix µs, from Python's
+    // datetime).
+    db.batch_execute(
+        "CREATE TABLE events_odd_a PARTITION OF events FOR VALUES FROM ('1969-07-20 20:17:40.5+00') TO ('1969-07-20 21:00:00+00');
+         CREATE TABLE events_odd_b PARTITION OF events FOR VALUES FROM ('1999-12-31 23:59:59.999999+00') TO ('2000-01-01 00:00:00.000001+00');
+         CREATE TABLE events_odd_c PARTITION OF events FOR VALUES FROM ('2038-01-19 03:14:08+00') TO ('2100-02-28 23:30:00.25+00');",
+    )
+    .await
+    .expect("partitions at odd bounds");
+    let expected = [
+        ("events_odd_a", -14_182_939_500_000, -14_180_400_000_000),
+        ("events_odd_b", 946_684_799_999_999, 946_684_800_000_001),
+        ("events_odd_c", 2_147_483_648_000_000, 4_107_540_600_250_000),
+    ];
+    let zones = [
+        "UTC",
+        "Asia/Kolkata",
+        "Asia/Jerusalem",
+        "America/Chicago",
+        "Asia/Shanghai",
+        "America/Los_Angeles",
+        "Asia/Kathmandu",
+        "Australia/Adelaide",
+        "Pacific/Chatham",
+        "America/St_Johns",
+        "Pacific/Kiritimati",
+        "Etc/GMT+12",
+    ];
+    let mut tried = 0;
+    for style in ["ISO", "SQL", "Postgres", "German"] {
+        for order in ["MDY", "DMY", "YMD"] {
+            for zone in zones {
+                client.batch_execute(&format!("SET DateStyle = '{style}, {order}'; SET TimeZone = '{zone}'")).await.unwrap();
+                let listed = aurore::partitions::list(&client, "events").await.unwrap();
+                for (name, start, end) in expected {
+                    let p = listed.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} listed: {listed:?}"));
+                    assert_eq!((p.range.start, p.range.end), (Some(start), Some(end)), "{name} under {style}, {order}, {zone}");
+                }
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 4 * 3 * zones.len());
 }
 
 /// Maintenance that cannot run (a role that does not own the tables) leaves rows without a
