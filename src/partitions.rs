@@ -100,8 +100,9 @@ pub struct Plan {
 /// The partitions to create and drop at `now`. Wanted: the intervals (aligned on multiples of
 /// the interval since the Unix epoch) from the one holding `now` through the one holding
 /// `now + interval`, so that the next partition always exists a whole interval before it is
-/// needed. Only what no attached partition covers is created, so partitions of another length
-/// (an older `--partition-interval`, the old table attached by V8) are respected. Dropped:
+/// needed. Only what no attached partition covers, and only what ends after `now`, is created,
+/// so partitions of another length (an older `--partition-interval`, the old table attached by
+/// V8, V8's first partition through tomorrow) are respected. Dropped:
 /// partitions whose range ended at or before `now - retention`; never one holding `now`.
 pub fn plan(attached: &[Partition], now: i64, settings: Settings) -> Plan {
     let iv = settings.interval;
@@ -112,6 +113,9 @@ pub fn plan(attached: &[Partition], now: i64, settings: Settings) -> Plan {
         uncovered(cell, cell + iv, attached, &mut create);
         cell += iv;
     }
+    // A gap wholly in the past (before a partition made by V8 or by another interval) would
+    // take no row, and retention would drop it again.
+    create.retain(|&(_, end)| end > now);
     let drop = match settings.retention {
         None => Vec::new(),
         Some(r) => attached.iter().filter(|p| p.range.end.is_some_and(|e| e <= now - r)).map(|p| p.name.clone()).collect(),
@@ -292,8 +296,8 @@ impl Maintenance {
     pub async fn pass_or_warn(&self, kind: Pass) {
         if let Err(e) = self.pass(kind).await {
             self.metrics.table_partition_maintenance_errors_total.inc();
-            tracing::warn!(pass = kind.label(), error = %e, retry_in_ms = self.settings.period().as_millis() as u64,
-                "partition maintenance failed (it needs to own events and dead_letters); tried again at the next pass");
+            tracing::warn!(pass = kind.label(), error = %e, hint = hint(&e), retry_in_ms = self.settings.period().as_millis() as u64,
+                "partition maintenance failed; tried again at the next pass");
         }
     }
 
@@ -352,10 +356,7 @@ impl Maintenance {
             done.finalized.push(name);
         }
         for name in detached_for_retention(client, table).await? {
-            client
-                .batch_execute(&format!("DROP TABLE \"{name}\""))
-                .await
-                .map_err(DbError::pg("dropping a detached partition"))?;
+            drop_table(client, table, &name).await?;
             self.dropped(table, &name, &mut done);
         }
         let now = db_now(client).await?;
@@ -370,7 +371,7 @@ impl Maintenance {
                 .batch_execute(&format!("ALTER TABLE {table} DETACH PARTITION \"{name}\" CONCURRENTLY"))
                 .await
                 .map_err(DbError::pg("detaching a partition past retention"))?;
-            client.batch_execute(&format!("DROP TABLE \"{name}\"")).await.map_err(DbError::pg("dropping a partition"))?;
+            drop_table(client, table, &name).await?;
             self.dropped(table, &name, &mut done);
         }
         Ok(done)
@@ -448,6 +449,48 @@ pub async fn list(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Pa
         .iter()
         .map(|r| Partition { name: r.get(0), range: Range { start: r.get(1), end: r.get(2) }, bytes: r.get(3) })
         .collect())
+}
+
+/// What an operator can do about a failed maintenance pass, told by its SQLSTATE.
+fn hint(e: &DbError) -> &'static str {
+    use tokio_postgres::error::SqlState;
+    match e.sqlstate() {
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+            "aurore's role must own events and dead_letters and may CREATE in their schema: run `aurore migrate` as the owner once per interval, or give aurore the owner's role"
+        }
+        Some(c) if *c == SqlState::DUPLICATE_TABLE => {
+            "a table that is no partition has the name of the partition to create: rename or drop it"
+        }
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => "a lock wait timed out: a long transaction holds the table",
+        Some(c) if *c == SqlState::WRONG_OBJECT_TYPE => {
+            "the table is not partitioned: the database is not migrated to V8 (run without --no-migrate, or `aurore migrate`)"
+        }
+        _ => "see the error",
+    }
+}
+
+/// Drops a partition of `table` detached for retention. The dead letters it held leave
+/// `dead_letter_counts.stored` (the `dead_letters_stored` metric) in the same transaction, so a
+/// crash between the two cannot make them disagree.
+async fn drop_table(client: &tokio_postgres::Client, table: &str, name: &str) -> Result<(), DbError> {
+    let sql = if table == "dead_letters" {
+        format!(
+            "BEGIN;
+             UPDATE dead_letter_counts c SET stored = c.stored - d.n
+               FROM (SELECT topic, reason, count(*) AS n FROM \"{name}\" GROUP BY topic, reason) d
+              WHERE c.topic = d.topic AND c.reason = d.reason;
+             DROP TABLE \"{name}\";
+             COMMIT"
+        )
+    } else {
+        format!("DROP TABLE \"{name}\"")
+    };
+    let dropped = client.batch_execute(&sql).await;
+    if dropped.is_err() {
+        // An error inside the explicit transaction leaves it open and aborted.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    dropped.map_err(DbError::pg("dropping a partition past retention"))
 }
 
 /// Partitions of `table` whose DETACH … CONCURRENTLY did not finish (PostgreSQL 14+).

@@ -88,6 +88,21 @@ fn partitions_of_another_length_are_kept_and_only_gaps_created() {
 }
 
 #[test]
+fn no_partition_is_made_wholly_in_the_past() {
+    // Weekly cells start on Thursdays (the epoch's weekday); V8 made one partition from today,
+    // 00:00 UTC, through tomorrow: the part of this week's cell before it is past.
+    let week = 7 * DAY;
+    let day = NOW.div_euclid(DAY) * DAY;
+    let v8 = part("events_p_v8", Some(day), Some(day + 2 * DAY));
+    let p = plan(std::slice::from_ref(&v8), NOW, Settings { interval: week, retention: Some(H) });
+    let cell = NOW.div_euclid(week) * week;
+    assert!(cell < day, "the cell starts before V8's partition");
+    assert_eq!(cell + week, day + DAY, "this week's cell ends inside V8's partition");
+    assert_eq!(p.create, vec![(day + 2 * DAY, cell + 2 * week)], "only the rest of next week's cell");
+    assert!(p.drop.is_empty());
+}
+
+#[test]
 fn unbounded_partitions_cover_everything() {
     let all = [part("all", None, None)];
     assert_eq!(plan(&all, NOW, daily(Some(DAY))), Plan::default());
@@ -130,7 +145,7 @@ fn generated_plans_cover_ahead_without_overlap() {
         }
         assert!(ahead(&after, now) >= interval, "not a whole interval ahead: {p:?} {attached:?} now {now}");
         for (s, e) in &p.create {
-            assert!(s < e);
+            assert!(s < e && *e > now, "{s}..{e} takes no row from now on (now {now})");
             assert!(partition_name("events", *s).len() <= 63, "PostgreSQL's identifier limit");
         }
         for name in &p.drop {

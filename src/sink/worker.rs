@@ -143,18 +143,25 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
                 }
                 Class::Transient => {
                     shared.metrics.worker_flush_errors_total.with_label_values(&["transient"]).inc();
-                    if e.is_missing_partition() {
+                    let missing_partition = e.is_missing_partition();
+                    if missing_partition {
                         shared.metrics.table_partition_missing_total.inc();
                         shared.partitions_missing.notify_one();
+                    } else {
+                        shared.metrics.database_connection_up.set(0);
                     }
-                    shared.metrics.database_connection_up.set(0);
                     let delay = shared.breaker.failure();
+                    let what = if missing_partition {
+                        "no partition holds these rows yet (partition maintenance is behind: see its warnings); the batch is kept and retried"
+                    } else {
+                        "PostgreSQL unavailable; the batch is kept and retried"
+                    };
                     tracing::warn!(
                         database = %shared.database,
                         error = %e,
                         retry_in_ms = delay.as_millis() as u64,
                         breaker = shared.breaker.state().label(),
-                        "PostgreSQL unavailable; the batch is kept and retried"
+                        "{what}"
                     );
                     tokio::select! {
                         biased;
