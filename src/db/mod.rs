@@ -76,6 +76,14 @@ impl DbError {
         }
     }
 
+    /// The server's SQLSTATE, when the server answered.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Postgres { error, .. } | DbError::Pool { error: PoolError::Backend(error), .. } => error.code(),
+            _ => None,
+        }
+    }
+
     pub fn class(&self) -> Class {
         match self {
             DbError::Postgres { error, .. } => classify(error),
@@ -286,7 +294,13 @@ pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize,
     if let Some(v) = version {
         runner = runner.set_target(refinery::Target::Version(v));
     }
-    let report = runner.run_async(&mut **client).await;
+    let report = match version {
+        Some(v) if v < 8 => runner.run_async(&mut **client).await.map_err(DbError::from),
+        _ => match before_partitioning(&mut **client).await {
+            Ok(()) => runner.run_async(&mut **client).await.map_err(DbError::from),
+            Err(e) => Err(e),
+        },
+    };
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
@@ -296,6 +310,57 @@ pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize,
         tracing::info!(version = m.version(), name = m.name(), "migration applied");
     }
     Ok(report.applied_migrations().len())
+}
+
+/// Refuses, before V8 runs and changing nothing, what V8 would silently lose on the way to the
+/// partitioned tables (found by trying it, not by V8's own checks): row security enabled on a
+/// table (with no policy, V8 lets it pass and the new table would show every row to roles that
+/// saw none), CHECK constraints (not carried to the new table), and privileges granted by a role
+/// other than the one migrating (PostgreSQL 15 grants again only in the current role's name).
+async fn before_partitioning(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
+    let pending = !applied_migrations(client).await?.iter().any(|m| m.version == 8);
+    if !pending {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            "SELECT c.relname::text,
+                    c.relrowsecurity OR c.relforcerowsecurity,
+                    (SELECT string_agg(conname, ', ' ORDER BY conname) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'c'),
+                    (SELECT string_agg(DISTINCT pg_get_userbyid(a.grantor), ', ') FROM aclexplode(c.relacl) a
+                      WHERE a.grantee <> c.relowner AND a.grantor <> (SELECT oid FROM pg_roles WHERE rolname = current_user))
+             FROM pg_class c
+             WHERE c.oid IN (to_regclass('events'), to_regclass('dead_letters')) AND c.relkind = 'r'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(DbError::pg("checking the tables before migration V8"))?;
+    for r in rows {
+        let (table, rls, checks, grantors): (String, bool, Option<String>, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let refuse = |what: String| {
+            Err(DbError::Refused(format!(
+                "migration V8 (partitioning {table} by received_at) stops before it starts, changing nothing: {what}"
+            )))
+        };
+        if rls {
+            return refuse(format!(
+                "{table} has row level security enabled, which the new table would not have; disable it (ALTER TABLE {table} DISABLE ROW LEVEL SECURITY, NO FORCE ROW LEVEL SECURITY), migrate, and enable it on the new table"
+            ));
+        }
+        if let Some(checks) = checks {
+            return refuse(format!(
+                "{table} has CHECK constraints ({checks}), which the new table would not have; drop them, migrate, and add them to the new table"
+            ));
+        }
+        if let Some(grantors) = grantors {
+            return refuse(format!(
+                "privileges on {table} were granted by {grantors}, which this role cannot grant again in their name; revoke them, migrate, and grant them again"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `next_offset` of each listed partition that has a row, whichever group wrote it: the row is
