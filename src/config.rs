@@ -309,7 +309,7 @@ pub struct PartitionArgs {
     pub partition_interval: Duration,
 
     /// Drop whole partitions (events and dead letters) whose range ended longer ago than this,
-    /// e.g. 30d. Default: keep everything.
+    /// e.g. 30d. Whole seconds, at least 1s. Default: unset, keep everything.
     #[arg(long, env = "AURORE_RETENTION", value_parser = duration)]
     pub retention: Option<Duration>,
 }
@@ -324,10 +324,10 @@ impl PartitionArgs {
             )));
         }
         if let Some(r) = self.retention
-            && (r.is_zero() || r > MAX_AGE)
+            && (r < Duration::from_secs(1) || r.subsec_nanos() != 0 || r > MAX_AGE)
         {
             return Err(ConfigError(format!(
-                "--retention (AURORE_RETENTION) must be from 1s to 100 years, got {}",
+                "--retention (AURORE_RETENTION) must be whole seconds from 1s to 100 years (leave it unset to keep everything), got {}",
                 humantime::format_duration(r)
             )));
         }

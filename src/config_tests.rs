@@ -31,7 +31,9 @@ fn partition_settings_are_checked() {
             .contains("--partition-interval (AURORE_PARTITION_INTERVAL) must be whole seconds")
     );
     assert!(bad(&["--partition-interval", "1500ms"]).contains("whole seconds"));
-    assert!(bad(&["--retention", "0s"]).contains("--retention (AURORE_RETENTION) must be from 1s"));
+    for r in ["0s", "1ms", "500ms", "1500ms", "101years"] {
+        assert!(bad(&["--retention", r]).contains("--retention (AURORE_RETENTION) must be whole seconds from 1s"), "{r}");
+    }
     let r = run(&["--partition-interval", "1h", "--retention", "30d"]).unwrap();
     assert_eq!(
         (r.partitions.partition_interval, r.partitions.retention),
@@ -219,4 +221,15 @@ fn bad_log_settings_are_one_clear_error() {
         assert!(err.starts_with("invalid configuration: ") && err.contains(says), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
+}
+
+#[test]
+fn the_top_level_help_describes_aurore() {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    assert_eq!(
+        cli.get_about().map(ToString::to_string).as_deref(),
+        Some("Drains JSON business events from Kafka into PostgreSQL, exactly once.")
+    );
+    assert!(cli.get_long_about().is_none(), "{:?}", cli.get_long_about());
 }

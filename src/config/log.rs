@@ -5,10 +5,10 @@ use clap::Args;
 
 use super::ConfigError;
 
-/// How aurore logs, for every subcommand (the flags may stand before or after it).
-///
-/// Taken as text and checked by [`LogArgs::resolve`], so that a bad value is one line of ours
-/// (exit 2), like every other invalid setting, before anything is logged.
+// How aurore logs, for every subcommand (the flags may stand before or after it). Taken as text
+// and checked by `LogArgs::resolve`, so that a bad value is one line of ours (exit 2), like every
+// other invalid setting, before anything is logged. (A plain comment: clap would take a doc
+// comment of this flattened struct for `aurore --help`'s description.)
 #[derive(Debug, Clone, Default, Args)]
 pub struct LogArgs {
     /// Log line format on stderr: `text` (for people) or `json` (one JSON object a line, for
