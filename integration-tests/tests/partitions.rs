@@ -250,6 +250,14 @@ async fn a_retention_drop_interrupted_by_a_crash_is_finished_after_restart_and_n
     env.wait_persisted(500, Duration::from_secs(60)).await;
     let db = env.db().await;
     old_partition(&db, "events", "events_old_crash", 72, 71, 100).await;
+    // Dead letters past retention too, counted as aurore counts what it stores; and another
+    // topic's count, which their drop must leave alone.
+    old_partition(&db, "dead_letters", "dead_letters_old_crash", 72, 71, 40).await;
+    db.batch_execute(
+        "INSERT INTO dead_letter_counts (topic, reason, stored) VALUES ('expired', 'invalid_json', 40), ('other', 'invalid_json', 5)",
+    )
+    .await
+    .unwrap();
     // Left by a crash between DETACH and DROP (it bears the mark a retention drop sets first);
     // and one an operator detached (aurore's partition mark only): left alone.
     db.batch_execute(
@@ -287,7 +295,9 @@ async fn a_retention_drop_interrupted_by_a_crash_is_finished_after_restart_and_n
     env.produce(&producer, batch(500)).await;
     let third = env.spawn_aurore(&args(&["--partition-interval", "1h", "--retention", "1d"]));
     wait_until("the interrupted drop finished", Duration::from_secs(60), || async {
-        let done = !exists(&db, "events_old_crash").await && !exists(&db, "events_detached_crash").await;
+        let done = !exists(&db, "events_old_crash").await
+            && !exists(&db, "events_detached_crash").await
+            && !exists(&db, "dead_letters_old_crash").await;
         done.then_some(())
     })
     .await;
@@ -297,6 +307,11 @@ async fn a_retention_drop_interrupted_by_a_crash_is_finished_after_restart_and_n
     })
     .await;
     assert_eq!(count(&db, "SELECT count(*) FROM events WHERE topic = 'expired'").await, 0);
+    assert_eq!(
+        count(&db, "SELECT (sum(stored) FILTER (WHERE topic = 'expired') * 100 + sum(stored) FILTER (WHERE topic = 'other'))::int8 FROM dead_letter_counts").await,
+        5,
+        "the dropped dead letters leave dead_letter_counts (0 of 'expired'), the rest stays (5 of 'other')"
+    );
     let (rows, dead) = env.assert_exactly_once().await;
     assert_eq!((rows, dead), (1000, 0));
     assert!(third.log_text().contains("finished a partition detach that was interrupted"), "{}", third.log_text());
@@ -405,6 +420,55 @@ async fn partitions_are_read_right_whatever_the_sessions_datestyle_and_timezone(
         }
     }
     assert_eq!(tried, 4 * 3 * zones.len());
+}
+
+/// What V8 would lose on the way (found by a newcomer's try): row security enabled without a
+/// policy, CHECK constraints. V8 is refused before it starts, with what to do, and nothing
+/// changes; once they are gone the same database migrates.
+#[tokio::test(flavor = "multi_thread")]
+async fn v8_refuses_row_security_and_check_constraints_it_would_lose() {
+    let env = Env::new("part_refuse", 1, &[]).await;
+    let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
+    let pool = aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap();
+    aurore::db::migrate_through(&pool, Some(7)).await.expect("migrations through V7");
+    let db = env.db().await;
+    db.batch_execute(
+        "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
+         VALUES ('t', 0, 0, gen_random_uuid(), 'svc', 'x', now(), '{}')",
+    )
+    .await
+    .unwrap();
+    let cases = [
+        ("ALTER TABLE events ENABLE ROW LEVEL SECURITY", "ALTER TABLE events DISABLE ROW LEVEL SECURITY", "row level security"),
+        (
+            "ALTER TABLE dead_letters FORCE ROW LEVEL SECURITY",
+            "ALTER TABLE dead_letters NO FORCE ROW LEVEL SECURITY",
+            "row level security",
+        ),
+        (
+            "ALTER TABLE events ADD CONSTRAINT short_service CHECK (length(service) < 10)",
+            "ALTER TABLE events DROP CONSTRAINT short_service",
+            "CHECK constraints (short_service)",
+        ),
+    ];
+    for (make, undo, said) in cases {
+        db.batch_execute(make).await.unwrap();
+        let out = migrate(&env, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{make}: {stderr}");
+        assert!(
+            stderr.contains("migration V8") && stderr.contains("changing nothing") && stderr.contains(said),
+            "{make}: {stderr}"
+        );
+        let partitioned = count(&db, "SELECT count(*) FROM pg_partitioned_table").await;
+        let applied = count(&db, "SELECT count(*) FROM refinery_schema_history WHERE version = 8").await;
+        assert_eq!((partitioned, applied), (0, 0), "{make}: nothing changed");
+        db.batch_execute(undo).await.unwrap();
+    }
+    let out = migrate(&env, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM pg_partitioned_table").await, 2);
 }
 
 /// Maintenance that cannot run (a role that does not own the tables) leaves rows without a
