@@ -296,7 +296,7 @@ pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize,
     }
     let report = match version {
         Some(v) if v < 8 => runner.run_async(&mut **client).await.map_err(DbError::from),
-        _ => match before_partitioning(&mut **client).await {
+        _ => match before_partitioning(&mut client).await {
             Ok(()) => runner.run_async(&mut **client).await.map_err(DbError::from),
             Err(e) => Err(e),
         },
