@@ -15,6 +15,14 @@ use database::DatabaseUrlParser;
 pub use database::{DatabaseUrl, RootCert, SslMode, Surroundings, TlsSettings};
 pub use log::{LogArgs, LogFormat, LogSettings};
 
+/// Bad usage as one line, like every other invalid setting: clap's first line without its
+/// `error: ` prefix (clap adds the usage and a tip on lines of their own).
+pub fn usage_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "aurore", version, about = "Drains JSON business events from Kafka into PostgreSQL, exactly once.")]
 pub struct Cli {

@@ -233,3 +233,16 @@ fn the_top_level_help_describes_aurore() {
     );
     assert!(cli.get_long_about().is_none(), "{:?}", cli.get_long_about());
 }
+
+#[test]
+fn bad_usage_is_one_line() {
+    for (argv, says) in [
+        (&["aurore", "run", "--retention", "abc"][..], "invalid value 'abc' for '--retention <RETENTION>'"),
+        (&["aurore", "run", "--partition-interval", "-1s"][..], "unexpected argument '-1' found"),
+        (&["aurore", "run", "--no-such-flag"][..], "unexpected argument '--no-such-flag' found"),
+    ] {
+        let line = usage_error(&Cli::try_parse_from(argv).unwrap_err());
+        assert!(!line.contains('\n') && !line.starts_with("error"), "{argv:?}: {line}");
+        assert!(line.contains(says), "{argv:?}: {line}");
+    }
+}

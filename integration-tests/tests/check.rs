@@ -136,6 +136,7 @@ fn bad_usage_exits_2_with_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
     }
 }
