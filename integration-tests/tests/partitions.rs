@@ -465,6 +465,18 @@ async fn v8_refuses_row_security_and_check_constraints_it_would_lose() {
         assert_eq!((partitioned, applied), (0, 0), "{make}: nothing changed");
         db.batch_execute(undo).await.unwrap();
     }
+    // V8's own refusals (here a view), in PostgreSQL's words once per line, not refinery's
+    // chain repeated ("`error applying migration …`, `db error`: …").
+    db.batch_execute("CREATE VIEW events_view AS SELECT * FROM events").await.unwrap();
+    let out = migrate(&env, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("views read it (events_view)"), "{stderr}");
+    for line in stderr.lines().filter(|l| l.contains("views read it")) {
+        assert_eq!(line.matches("error applying migration").count(), 1, "{line}");
+        assert!(!line.contains("db error"), "{line}");
+    }
+    db.batch_execute("DROP VIEW events_view").await.unwrap();
     let out = migrate(&env, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);

@@ -49,12 +49,19 @@ pub enum DbError {
     Postgres { context: &'static str, error: tokio_postgres::Error },
     #[error("{context}: {}", describe_pool(error))]
     Pool { context: &'static str, error: PoolError },
-    #[error("migrations failed: {0}")]
-    Migration(#[from] refinery::Error),
+    // Not `#[from]` (a source): described once, see describe_migration.
+    #[error("migrations failed: {}", describe_migration(.0))]
+    Migration(refinery::Error),
     #[error("could not build the connection pool: {0}")]
     Build(String),
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<refinery::Error> for DbError {
+    fn from(e: refinery::Error) -> Self {
+        DbError::Migration(e)
+    }
 }
 
 impl DbError {
@@ -93,6 +100,21 @@ impl DbError {
             DbError::Migration(_) | DbError::Build(_) | DbError::Refused(_) => Class::Fatal,
         }
     }
+}
+
+/// What failed in a migration, then PostgreSQL's words once (refinery's Display repeats its
+/// chain: "`error applying migration V8…`, `db error`: `error applying migration V8…`, …").
+fn describe_migration(e: &refinery::Error) -> String {
+    if let refinery::error::Kind::Connection(what, source) = e.kind() {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(c) = cause {
+            if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
+                return format!("{what}: {}", describe(pg));
+            }
+            cause = c.source();
+        }
+    }
+    e.to_string()
 }
 
 /// PostgreSQL's own words (tokio-postgres' Display says only "db error"), with the SQLSTATE; a
