@@ -18,7 +18,7 @@ use crate::kafka::client::{Quiet, client_config};
 use crate::kafka::liveness::PollWatch;
 use crate::kafka::poller::{ConsumerError, LONGEST_WAIT, Parts, Poller};
 use crate::metrics::Metrics;
-use crate::partitions::{self, Maintenance, Pass};
+use crate::partitions::{self, Lock, Maintenance, Pass};
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::{Budget, Buffer};
 use crate::pipeline::handoff;
@@ -150,10 +150,10 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     tracing::info!(applied, %database, "database schema is up to date");
     let maintenance = Maintenance::new(pool, &args.partitions, Arc::new(Metrics::new()));
     for kind in [Pass::Create, Pass::Drop] {
-        let done = maintenance.pass(kind).await.with_context(|| format!("maintaining the partitions of {database}"))?;
-        if done.is_none() {
-            tracing::info!("another process maintains the partitions now; this pass was left to it");
-        }
+        maintenance
+            .pass(kind, Lock::Wait)
+            .await
+            .with_context(|| format!("maintaining the partitions of {database}"))?;
     }
     Ok(())
 }

@@ -45,6 +45,10 @@ const LOCK_TIMEOUT: &str = "2s";
 /// How long a retention drop's detach may hold up the parent (see [`Maintenance::pass`]'s drop).
 const DROP_LOCK_TIMEOUT: &str = "5s";
 
+/// How soon after a failed pass a flush that found no partition may bring the next one (sooner
+/// than the period).
+const WAKE_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
 const SECOND: i64 = 1_000_000;
 
 /// A partition's range of `received_at`, `[start, end)`, in Unix microseconds; `None` is
@@ -213,6 +217,21 @@ pub struct Maintenance {
     pub wake: Arc<Notify>,
 }
 
+/// How a pass takes its kind's lock when another process holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Not at all: the pass is left to the holder (the running service, whose next pass comes
+    /// soon anyway).
+    Try,
+    /// Waits for it, up to [`MIGRATE_LOCK_WAIT`]: `aurore migrate`, whose caller wants the
+    /// partitions made when it returns, whatever the holder (a role that may not create them,
+    /// say) achieves.
+    Wait,
+}
+
+/// How long `aurore migrate` waits for the maintenance lock (a pass holds it for seconds).
+const MIGRATE_LOCK_WAIT: &str = "60s";
+
 /// The two kinds of pass. They run as two tasks, each under its own advisory lock, so that
 /// creating partitions ahead never waits behind a retention drop (DETACH … CONCURRENTLY waits for
 /// every transaction that may still see the partition: a report running for hours included).
@@ -249,16 +268,35 @@ impl Maintenance {
     }
 
     /// One pass of `kind` over both tables (see the module's overview), then the metrics.
-    /// `Ok(None)` if another instance held this kind's lock (the metrics are refreshed all the
+    /// `Ok(None)` if another instance held this kind's lock and `lock` is [`Lock::Try`]; with
+    /// [`Lock::Wait`], an error if it held it longer than that waits (the metrics are refreshed all the
     /// same, also after a failed pass, so that they tell how far ahead the partitions reach).
-    pub async fn pass(&self, kind: Pass) -> Result<Option<Vec<Done>>, DbError> {
+    pub async fn pass(&self, kind: Pass, lock: Lock) -> Result<Option<Vec<Done>>, DbError> {
         let started = std::time::Instant::now();
         let client = self.pool.get().await.map_err(DbError::pool("maintaining partitions"))?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&kind.lock()])
-            .await
-            .map_err(DbError::pg("taking the partition maintenance lock"))?
-            .get(0);
+        let locked: bool = match lock {
+            Lock::Try => client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&kind.lock()])
+                .await
+                .map_err(DbError::pg("taking the partition maintenance lock"))?
+                .get(0),
+            Lock::Wait => {
+                // A session lock, kept after this transaction, which only bounds the wait.
+                let waited = client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL lock_timeout = '{MIGRATE_LOCK_WAIT}'; SELECT pg_advisory_lock({}); COMMIT",
+                        kind.lock()
+                    ))
+                    .await;
+                if waited.is_err() {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                waited.map_err(DbError::pg(
+                    "waiting for the partition maintenance lock, held by another aurore for over 60 s",
+                ))?;
+                true
+            }
+        };
         let result = match locked {
             false => Ok(None),
             true => {
@@ -292,13 +330,15 @@ impl Maintenance {
         result
     }
 
-    /// A pass; a failure is logged and counted (the next pass tries again).
-    pub async fn pass_or_warn(&self, kind: Pass) {
-        if let Err(e) = self.pass(kind).await {
+    /// A pass; a failure is logged and counted (the next pass tries again). Whether it succeeded.
+    pub async fn pass_or_warn(&self, kind: Pass) -> bool {
+        let result = self.pass(kind, Lock::Try).await;
+        if let Err(e) = &result {
             self.metrics.table_partition_maintenance_errors_total.inc();
-            tracing::warn!(pass = kind.label(), error = %e, hint = hint(&e), retry_in_ms = self.settings.period().as_millis() as u64,
-                "partition maintenance failed; tried again at the next pass");
+            tracing::warn!(pass = kind.label(), error = %e, hint = hint(e), retry_in_ms = self.settings.period().as_millis() as u64,
+                "partition maintenance failed; tried again at the next pass (for creation, 10 s on if a flush finds no partition meanwhile)");
         }
+        result.is_ok()
     }
 
     async fn create(&self, client: &tokio_postgres::Client, table: &'static str) -> Result<Done, DbError> {
@@ -401,16 +441,26 @@ impl Maintenance {
 pub async fn run(m: Maintenance, kind: Pass, stop: Shutdown) {
     let period = m.settings.period();
     let mut first = kind == Pass::Drop;
+    let mut failed_at: Option<tokio::time::Instant> = None;
     loop {
         if !first {
+            // After a failed pass (a role that may not create partitions, say), the flushes that
+            // keep finding none would otherwise bring a failing pass, and its warning, each.
+            let woken = async {
+                if let Some(t) = failed_at {
+                    tokio::time::sleep_until(t + WAKE_AFTER_FAILURE).await;
+                }
+                m.wake.notified().await
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
-                _ = m.wake.notified(), if kind == Pass::Create => {}
+                _ = woken, if kind == Pass::Create => {}
             }
         }
         first = false;
-        m.pass_or_warn(kind).await;
+        let ok = m.pass_or_warn(kind).await;
+        failed_at = (!ok).then(tokio::time::Instant::now);
     }
 }
 

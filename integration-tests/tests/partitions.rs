@@ -532,3 +532,56 @@ async fn rows_without_a_partition_wait_for_it_and_are_never_dead_lettered() {
     drop(aurore);
     env.drop_role(&role).await;
 }
+
+/// `aurore migrate` waits for the maintenance lock a running instance holds (which may be one
+/// that cannot create partitions), then makes its own pass: it never returns with the partitions
+/// left to the holder. (A CI run caught the old skip: migrate ran while a restricted role's
+/// failing pass held the lock, and the rows of the test above waited on.)
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_waits_for_the_maintenance_lock_and_makes_the_partitions_itself() {
+    let env = Env::new("part_lock", 1, &[]).await;
+    let out = migrate(&env, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    without_partitions(&env).await;
+    let holder = env.db().await;
+    // The creation pass's lock (MAINTENANCE_LOCK, "aurorp", src/partitions.rs), as a running
+    // instance's pass holds it.
+    holder.batch_execute("SELECT pg_advisory_lock(107157058974320)").await.unwrap();
+    let mut child = Command::new(aurore_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", &env.database_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = env.db().await;
+    wait_until("aurore migrate waiting for the advisory lock", Duration::from_secs(30), || async {
+        let n = count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "migrate returned while the lock was held");
+    assert!(partitions(&db, "events").await.is_empty());
+    holder.batch_execute("SELECT pg_advisory_unlock(107157058974320)").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "aurore migrate did not exit within 60 s of the lock's release");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A row received now finds its partition in both tables (rolled back).
+    db.batch_execute(
+        "BEGIN;
+         INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
+           VALUES ('t', 0, 0, gen_random_uuid(), 's', 'e', now(), '{}');
+         INSERT INTO dead_letters (topic, partition, \"offset\", reason, detail) VALUES ('t', 0, 0, 'invalid_json', 'd');
+         ROLLBACK",
+    )
+    .await
+    .expect("a partition of each table holds now");
+}
