@@ -150,10 +150,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     tracing::info!(applied, %database, "database schema is up to date");
     let maintenance = Maintenance::new(pool, &args.partitions, Arc::new(Metrics::new()));
     for kind in [Pass::Create, Pass::Drop] {
-        maintenance
-            .pass(kind, Lock::Wait)
-            .await
-            .with_context(|| format!("maintaining the partitions of {database}"))?;
+        maintenance.pass(kind, Lock::Wait).await.with_context(|| format!("maintaining the partitions of {database}"))?;
     }
     Ok(())
 }

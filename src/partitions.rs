@@ -291,9 +291,8 @@ impl Maintenance {
                 if waited.is_err() {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
-                waited.map_err(DbError::pg(
-                    "waiting for the partition maintenance lock, held by another aurore for over 60 s",
-                ))?;
+                waited
+                    .map_err(DbError::pg("waiting for the partition maintenance lock, held by another aurore for over 60 s"))?;
                 true
             }
         };

@@ -70,25 +70,27 @@ impl Breaker {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
-    /// Waits until an attempt may be made.
-    pub async fn ready(&self) {
+    /// Waits until an attempt may be made. Keep the [`Attempt`] until [`Breaker::success`] or
+    /// [`Breaker::failure`] has told its outcome: if it is the half-open probe and is dropped
+    /// untold (PostgreSQL refused a row, the dead letter topic failed), the next attempt probes.
+    pub async fn ready(&self) -> Attempt<'_> {
         loop {
             let wait = {
                 let mut inner = self.inner.lock().expect("breaker lock");
                 match *inner {
-                    Inner::Closed { .. } => return,
+                    Inner::Closed { .. } => return Attempt { breaker: self, probe: None },
                     Inner::Open { until, opened } => {
                         let now = Instant::now();
                         if now >= until {
                             self.set(&mut inner, Inner::HalfOpen { probing: true, opened });
-                            return;
+                            return Attempt { breaker: self, probe: Some(opened) };
                         }
                         until - now
                     }
-                    Inner::HalfOpen { ref mut probing, .. } => {
+                    Inner::HalfOpen { ref mut probing, opened } => {
                         if !*probing {
                             *probing = true;
-                            return;
+                            return Attempt { breaker: self, probe: Some(opened) };
                         }
                         // Another worker's probe is out; look again shortly.
                         Duration::from_millis(50)
@@ -96,6 +98,16 @@ impl Breaker {
                 }
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// An untold probe's end: another may go (unless the breaker has moved on meanwhile).
+    fn release(&self, opened: u32) {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        if let Inner::HalfOpen { ref mut probing, opened: o } = *inner
+            && o == opened
+        {
+            *probing = false;
         }
     }
 
@@ -134,6 +146,22 @@ impl Breaker {
     fn backoff(&self, n: u32) -> Duration {
         let d = self.base.saturating_mul(1u32 << n.min(20)).min(self.max);
         d / 2 + d.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+/// One attempt let through by [`Breaker::ready`]; the half-open probe if `probe` is set (the
+/// breaker's open count then, so that a late drop cannot free a later probe's place).
+#[must_use = "the attempt's outcome is told while it is held"]
+pub struct Attempt<'a> {
+    breaker: &'a Breaker,
+    probe: Option<u32>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(opened) = self.probe {
+            self.breaker.release(opened);
+        }
     }
 }
 

@@ -34,7 +34,7 @@ async fn open_waits_then_lets_one_probe_through_and_closes_on_success() {
         b.failure();
     }
     let start = Instant::now();
-    b.ready().await;
+    let _probe = b.ready().await;
     let waited = start.elapsed();
     assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&waited), "{waited:?}");
     assert_eq!(b.state(), State::HalfOpen);
@@ -43,7 +43,7 @@ async fn open_waits_then_lets_one_probe_through_and_closes_on_success() {
     assert!(second.is_err(), "only one probe at a time");
     b.success();
     assert_eq!(b.state(), State::Closed);
-    tokio::time::timeout(Duration::from_millis(1), b.ready()).await.expect("closed lets everything through");
+    let _ = tokio::time::timeout(Duration::from_millis(1), b.ready()).await.expect("closed lets everything through");
 }
 
 #[tokio::test(start_paused = true)]
@@ -53,7 +53,7 @@ async fn a_failed_probe_reopens_with_a_longer_capped_backoff() {
         b.failure();
     }
     for round in 0..8u32 {
-        b.ready().await;
+        let _probe = b.ready().await;
         assert_eq!(b.state(), State::HalfOpen);
         let d = b.failure();
         assert_eq!(b.state(), State::Open);
@@ -61,4 +61,40 @@ async fn a_failed_probe_reopens_with_a_longer_capped_backoff() {
         let nominal = (Duration::from_millis(100) * 2u32.pow(3 + round)).min(Duration::from_secs(2));
         assert!(nominal / 2 <= d && d <= nominal, "round {round}: {d:?} outside {:?}..={nominal:?}", nominal / 2);
     }
+}
+
+/// A probe that ends with neither success nor failure (PostgreSQL refused a row, so the batch is
+/// retried row by row; the dead letter topic failed) frees its place: before, every worker,
+/// the prober included, waited for its outcome forever.
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_untold_lets_the_next_attempt_probe() {
+    let b = breaker();
+    for _ in 0..3 {
+        b.failure();
+    }
+    let probe = b.ready().await;
+    assert_eq!(b.state(), State::HalfOpen);
+    drop(probe);
+    let again = tokio::time::timeout(Duration::from_millis(1), b.ready()).await.expect("the next attempt probes");
+    assert_eq!(b.state(), State::HalfOpen);
+    b.success();
+    drop(again);
+    assert_eq!(b.state(), State::Closed);
+}
+
+/// A probe's late drop does not free a later probe's place.
+#[tokio::test(start_paused = true)]
+async fn a_late_drop_leaves_a_later_probe_alone() {
+    let b = breaker();
+    for _ in 0..3 {
+        b.failure();
+    }
+    let first = b.ready().await;
+    b.failure();
+    let second = b.ready().await;
+    assert_eq!(b.state(), State::HalfOpen);
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(60), b.ready()).await;
+    assert!(third.is_err(), "only one probe at a time");
+    drop(second);
 }

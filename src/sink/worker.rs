@@ -93,11 +93,12 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
     let mut isolate = false;
     loop {
         let aborted = || SinkError::Aborted("the shutdown timeout passed".into());
-        tokio::select! {
+        // Held to the end of this round, after its outcome is told to the breaker.
+        let _turn = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => return abandoned(shared, units, aborted()),
-            _ = shared.breaker.ready() => {}
-        }
+            turn = shared.breaker.ready() => turn,
+        };
         let attempt = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => return abandoned(shared, units, aborted()),
