@@ -92,10 +92,38 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
     secs = time.monotonic() - t0
     first = next(t for t, d in series if d > 0)
     gaps = timeline.stop().summary(n)
+    gaps.update(commit_gaps(db, n))
     return aurore, series, dict(**gaps,drain_seconds=secs, drain_events_per_s=n / secs,
                                 drain_events_per_s_after_first_commit=n / max(secs - first, 1e-9),
                                 cpu_us_per_event=proc_cpu_seconds(aurore.pid) / n * 1e6,
                                 peak_rss_mib=proc_peak_rss_mib(aurore.pid))
+
+
+def commit_gaps(db, n, batch_size=5000):
+    """The gaps between aurore's commits during a drain of `n` events into `db`, exactly: PostgreSQL's own
+    commit time of every transaction that stored rows (pg_xact_commit_timestamp; the stack sets
+    track_commit_timestamp). A gap counts while more than `batch_size` events were still to store after the
+    commit that opened it, from the first commit on. Also each transaction's time from its start (received_at,
+    which is now()) to its commit. Milliseconds."""
+    try:
+        rows = psql(db, "SELECT extract(epoch FROM c), extract(epoch FROM c - s), n FROM ("
+                        "SELECT pg_xact_commit_timestamp(xmin) c, min(received_at) s, count(*) n FROM ("
+                        "SELECT xmin, received_at FROM events UNION ALL SELECT xmin, received_at FROM dead_letters) r "
+                        "GROUP BY 1) t ORDER BY 1")
+        commits = [tuple(float(x) for x in l.split("|")) for l in rows.splitlines() if l]
+    except (subprocess.CalledProcessError, ValueError) as e:
+        sys.exit(f"no commit timestamps ({e}): PostgreSQL runs without track_commit_timestamp; run scripts/stack up")
+    gaps, done = [], 0
+    for (prev, _, rows_prev), (at, _, _) in zip(commits, commits[1:]):
+        done += rows_prev
+        if n - done > batch_size:
+            gaps.append((at - prev) * 1000)
+    gaps.sort()
+    spans = sorted(c[1] * 1000 for c in commits)
+    pick = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+    return dict(commit_gap_max_ms=gaps[-1] if gaps else 0.0, commit_gap_p50_ms=pick(gaps, 0.5),
+                commit_gap_p99_ms=pick(gaps, 0.99), commit_gaps_over_100ms=sum(g > 100 for g in gaps),
+                commits=len(commits), transaction_ms_p50=pick(spans, 0.5), transaction_ms_max=spans[-1])
 
 
 class Timeline:
