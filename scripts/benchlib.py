@@ -52,6 +52,45 @@ def proc_peak_rss_mib(pid):
     return float("nan")
 
 
+class Cpu:
+    """Cores used over a phase, by whom: the whole machine (/proc/stat), PostgreSQL (every process named
+    postgres, plus what its postmaster reaped: the backends that ended meanwhile), the Kafka broker's JVM
+    (kafka.Kafka), and `pid` (aurore, if given). `stop()` returns them as average cores busy."""
+
+    def __init__(self, pid=None):
+        self.pid = pid
+        self.start = self._snapshot()
+
+    def _snapshot(self):
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:9]]
+        groups = {"postgres": 0, "kafka": 0, "aurore": 0}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+                comm = stat[stat.index("(") + 1:stat.rindex(")")]
+                fields = stat.rsplit(")", 1)[1].split()
+                own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+                if int(d) == self.pid:
+                    groups["aurore"] += own
+                elif comm == "postgres":
+                    groups["postgres"] += own + reaped
+                elif comm == "java" and b"kafka.Kafka" in open(f"/proc/{d}/cmdline", "rb").read():
+                    groups["kafka"] += own
+            except (OSError, ValueError):
+                pass  # ended meanwhile
+        return sum(cpu), cpu[3] + cpu[4], groups, time.monotonic()
+
+    def stop(self, prefix=""):
+        (t0, i0, g0, m0), (t1, i1, g1, m1) = self.start, self._snapshot()
+        per_s = os.sysconf("SC_CLK_TCK") * max(m1 - m0, 1e-9)
+        out = {f"{prefix}cores_busy": ((t1 - t0) - (i1 - i0)) / per_s}
+        out.update({f"{prefix}{k}_cores": (g1[k] - g0[k]) / per_s for k in g0 if k != "aurore" or self.pid})
+        return out
+
+
 def checkpoint():
     """Write out PostgreSQL's dirty buffers, so that a timed phase does not pay for the previous one's
     (a checkpoint during the COPY ceiling measured it up to a third low). Needs the superuser, over the
@@ -78,6 +117,7 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
                               env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     t0 = time.monotonic()
+    cpu = Cpu(aurore.pid)
     timeline = Timeline(http, db)
     series = []
     done = 0
@@ -90,8 +130,9 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
         if time.monotonic() - t0 > 900:
             sys.exit("drain did not finish in 15 minutes")
     secs = time.monotonic() - t0
+    gaps = cpu.stop("drain_")
     first = next(t for t, d in series if d > 0)
-    gaps = timeline.stop().summary(n)
+    gaps.update(timeline.stop().summary(n))
     gaps.update(commit_gaps(db, n))
     return aurore, series, dict(**gaps,drain_seconds=secs, drain_events_per_s=n / secs,
                                 drain_events_per_s_after_first_commit=n / max(secs - first, 1e-9),
