@@ -422,11 +422,12 @@ async fn partitions_are_read_right_whatever_the_sessions_datestyle_and_timezone(
     assert_eq!(tried, 4 * 3 * zones.len());
 }
 
-/// What V8 would lose on the way (found by a newcomer's try): row security enabled without a
-/// policy, CHECK constraints. V8 is refused before it starts, with what to do, and nothing
-/// changes; once they are gone the same database migrates.
+/// What V8 would lose on the way, or fail on half-way (found by a newcomer's tries): row
+/// security enabled without a policy, CHECK constraints; columns other than V1–V7's, rows from
+/// the future. V8 is refused before it starts, with what to do, and nothing changes; once they
+/// are gone the same database migrates.
 #[tokio::test(flavor = "multi_thread")]
-async fn v8_refuses_row_security_and_check_constraints_it_would_lose() {
+async fn v8_refuses_what_it_would_lose_or_fail_on_half_way() {
     let env = Env::new("part_refuse", 1, &[]).await;
     let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
     let pool = aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap();
@@ -449,6 +450,31 @@ async fn v8_refuses_row_security_and_check_constraints_it_would_lose() {
             "ALTER TABLE events ADD CONSTRAINT short_service CHECK (length(service) < 10)",
             "ALTER TABLE events DROP CONSTRAINT short_service",
             "CHECK constraints (short_service)",
+        ),
+        // Whatever would make V8's ATTACH fail half-way in PostgreSQL's words: a column of the
+        // other table's, another type, a NOT NULL or a column missing, a collation of its own;
+        // rows received after the first partition V8 makes.
+        ("ALTER TABLE events ADD COLUMN reason text", "ALTER TABLE events DROP COLUMN reason", "column reason is not aurore's"),
+        (
+            "ALTER TABLE dead_letters ALTER COLUMN size TYPE bigint",
+            "ALTER TABLE dead_letters ALTER COLUMN size TYPE integer",
+            "column size is bigint, not integer",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN service DROP NOT NULL",
+            "ALTER TABLE events ALTER COLUMN service SET NOT NULL",
+            "column service is not NOT NULL",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN service TYPE text COLLATE \"C\"",
+            "ALTER TABLE events ALTER COLUMN service TYPE text COLLATE \"default\"",
+            "column service has a collation of its own",
+        ),
+        ("ALTER TABLE events DROP COLUMN extra", "ALTER TABLE events ADD COLUMN extra jsonb", "column extra is missing"),
+        (
+            "UPDATE events SET received_at = now() + interval '3 days'",
+            "UPDATE events SET received_at = now()",
+            "rows received in the future",
         ),
     ];
     for (make, undo, said) in cases {

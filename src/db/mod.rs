@@ -338,7 +338,10 @@ pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize,
 /// partitioned tables (found by trying it, not by V8's own checks): row security enabled on a
 /// table (with no policy, V8 lets it pass and the new table would show every row to roles that
 /// saw none), CHECK constraints (not carried to the new table), and privileges granted by a role
-/// other than the one migrating (PostgreSQL 15 grants again only in the current role's name).
+/// other than the one migrating (PostgreSQL 15 grants again only in the current role's name);
+/// and what would make V8 fail half-way in PostgreSQL's words: columns other than V1–V7's (by
+/// name, type, NOT NULL, collation: [`column_mismatch`]), rows received after the end of the
+/// first partition V8 creates (tomorrow, UTC).
 async fn before_partitioning(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
     let pending = !applied_migrations(client).await?.iter().any(|m| m.version == 8);
     if !pending {
@@ -381,8 +384,99 @@ async fn before_partitioning(client: &mut tokio_postgres::Client) -> Result<(), 
                 "privileges on {table} were granted by {grantors}, which this role cannot grant again in their name; revoke them, migrate, and grant them again"
             ));
         }
+        let columns = client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                        a.attcollation NOT IN (0, (SELECT oid FROM pg_collation WHERE collname = 'default'))
+                 FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table],
+            )
+            .await
+            .map_err(DbError::pg("checking the tables before migration V8"))?;
+        let columns: Vec<(String, String, bool, bool)> =
+            columns.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        if let Some(what) = column_mismatch(&table, &columns) {
+            return refuse(format!(
+                "{what}; the old table is attached whole to the new one, which needs its columns exactly (migrations V1 to V7)"
+            ));
+        }
+        // V8's first partition runs from the latest received_at through tomorrow (UTC).
+        let future: Option<String> = client
+            .query_opt(
+                &format!(
+                    "SELECT to_char(max(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM {table}
+                     HAVING max(received_at) >= date_trunc('day', now(), 'UTC') + interval '2 days' - interval '1 microsecond'"
+                ),
+                &[],
+            )
+            .await
+            .map_err(DbError::pg("checking the tables before migration V8"))?
+            .map(|r| r.get(0));
+        if let Some(at) = future {
+            return refuse(format!(
+                "{table} holds rows received in the future (up to {at} UTC), past the first partition V8 creates, which ends with tomorrow (UTC); correct their received_at first"
+            ));
+        }
     }
     Ok(())
+}
+
+/// The columns of `events` and `dead_letters` through migration V7: name, type as
+/// `format_type` prints it, NOT NULL. V8 attaches the old table to a new one of exactly these.
+const COLUMNS_BEFORE_V8: [(&str, &[(&str, &str, bool)]); 2] = [
+    (
+        "events",
+        &[
+            ("topic", "text", true),
+            ("partition", "integer", true),
+            ("offset", "bigint", true),
+            ("id", "uuid", true),
+            ("service", "text", true),
+            ("event_type", "text", true),
+            ("occurred_at", "timestamp with time zone", true),
+            ("received_at", "timestamp with time zone", true),
+            ("payload", "jsonb", true),
+            ("extra", "jsonb", false),
+        ],
+    ),
+    (
+        "dead_letters",
+        &[
+            ("topic", "text", true),
+            ("partition", "integer", true),
+            ("offset", "bigint", true),
+            ("raw", "bytea", false),
+            ("reason", "text", true),
+            ("detail", "text", true),
+            ("received_at", "timestamp with time zone", true),
+            ("size", "integer", false),
+            ("message_key", "bytea", false),
+            ("kafka_timestamp", "timestamp with time zone", false),
+        ],
+    ),
+];
+
+/// What keeps `table`'s columns (name, type, NOT NULL, a collation of its own) from being attached
+/// to V8's new table, if anything: a column it does not have, one it lacks, another type, a
+/// missing NOT NULL (PostgreSQL's ATTACH PARTITION requires the parent's), another collation.
+fn column_mismatch(table: &str, columns: &[(String, String, bool, bool)]) -> Option<String> {
+    let expected = COLUMNS_BEFORE_V8.iter().find(|(t, _)| *t == table)?.1;
+    let mut wrong = Vec::new();
+    for (name, ty, not_null, collated) in columns {
+        match expected.iter().find(|(n, _, _)| n == name) {
+            None => wrong.push(format!("column {name} is not aurore's")),
+            Some((_, want, _)) if want != ty => wrong.push(format!("column {name} is {ty}, not {want}")),
+            Some((_, _, true)) if !not_null => wrong.push(format!("column {name} is not NOT NULL")),
+            Some(_) if *collated => wrong.push(format!("column {name} has a collation of its own")),
+            Some(_) => {}
+        }
+    }
+    for (name, _, _) in expected {
+        if !columns.iter().any(|(n, ..)| n == name) {
+            wrong.push(format!("column {name} is missing"));
+        }
+    }
+    (!wrong.is_empty()).then(|| format!("{table}: {}", wrong.join(", ")))
 }
 
 /// `next_offset` of each listed partition that has a row, whichever group wrote it: the row is
@@ -579,3 +673,6 @@ pub async fn missing_privileges(
     }
     Ok((lacking, absent))
 }
+
+#[cfg(test)]
+mod tests;
