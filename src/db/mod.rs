@@ -421,9 +421,12 @@ async fn before_partitioning(client: &mut tokio_postgres::Client) -> Result<(), 
     Ok(())
 }
 
+/// A column: name, type as `format_type` prints it, NOT NULL.
+type Column = (&'static str, &'static str, bool);
+
 /// The columns of `events` and `dead_letters` through migration V7: name, type as
 /// `format_type` prints it, NOT NULL. V8 attaches the old table to a new one of exactly these.
-const COLUMNS_BEFORE_V8: [(&str, &[(&str, &str, bool)]); 2] = [
+const COLUMNS_BEFORE_V8: [(&str, &[Column]); 2] = [
     (
         "events",
         &[
