@@ -19,6 +19,9 @@ async fn sigterm_flushes_and_exits_zero_and_a_restart_continues() {
     assert_eq!(code, Some(0), "exit code after SIGTERM; log:\n{}", first.log_text());
     let log = first.log_text();
     assert!(log.contains("stopped cleanly"), "{log}");
+    // Kafka confirmed the final commit of every partition (rust-rdkafka's own async commit
+    // reported no result, and every stop waited 5 s for one).
+    assert!(log.lines().any(|l| l.contains("consumer closed") && l.contains("\"unconfirmed\":0")), "{log}");
     // What it persisted before leaving is committed in Kafka too.
     let stored: i64 =
         env.db().await.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets", &[]).await.unwrap().get(0);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -94,8 +96,37 @@ pub fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[commits
     for (topic, partition, next) in offsets {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
+    let made = match mode {
+        CommitMode::Sync => consumer.commit(&tpl, mode),
+        CommitMode::Async => commit_async(consumer, &tpl),
+    };
+    if let Err(e) = made {
         tracing::debug!(error = %e, partition_count = offsets.len(), "Kafka offset commit not made; PostgreSQL has the offsets and it is retried");
+    }
+}
+
+/// An asynchronous commit whose result comes back as an event on the consumer's queue, which
+/// `BaseConsumer::poll` serves to [`ConsumerContext::commit_callback`]. rust-rdkafka's own
+/// (`rd_kafka_commit` with `async`) names no queue for it, and librdkafka then reports a manual
+/// commit's result nowhere (rdkafka_cgrp.c, `rd_kafka_cgrp_propagate_commit_result`; rust-rdkafka
+/// issue 856): no commit was ever confirmed, every partition was committed again every
+/// [`commits::RECOMMIT`], and every stop waited out its final commit's confirmation.
+fn commit_async<C: ConsumerContext>(consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) -> KafkaResult<()> {
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is valid for the consumer's life; the queue handle is a new reference,
+    // destroyed once below (the commit keeps its own reference to the queue for the reply).
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return consumer.commit(tpl, CommitMode::Async);
+        }
+        let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    match err {
+        rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+        e => Err(KafkaError::ConsumerCommit(e.into())),
     }
 }
 

@@ -633,6 +633,7 @@ impl Poller {
             self.client.watch.stamp(Phase::Closing);
             let _ = consumer.poll(Duration::from_millis(20));
         }
+        let unconfirmed = consumer.context().core().state.unconfirmed_commits();
         drop(consumer);
         close_within(self.consumer, self.messages, &self.client.watch);
         if let Some(e) = fatal {
@@ -641,7 +642,9 @@ impl Poller {
         if left > 0 {
             return Err(ConsumerError::ShutdownTimeout(left));
         }
-        tracing::info!("consumer closed");
+        // Partitions whose final commit Kafka did not confirm in time (PostgreSQL holds their
+        // offsets; the next owner reads from there).
+        tracing::info!(unconfirmed, "consumer closed");
         Ok(())
     }
 }
