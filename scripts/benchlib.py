@@ -109,9 +109,15 @@ def persisted(db, group):
 
 
 def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
-    """`binary` drains `n` events of `topic` into `db`, from process start to the last row committed.
+    """`binary` drains `n` events of `topic` into `db`, from process start to the last row committed (PostgreSQL's
+    commit time of it). The schema is made first, untimed, as the ceilings' table is (unless `extra_args` has
+    --no-migrate): a drain is timed against a database aurore has run on, not its first start.
     Returns the process (still running), the series of (seconds, persisted) and the figures."""
+    if "--no-migrate" not in extra_args:
+        subprocess.run([str(binary), "migrate"], check=True, capture_output=True,
+                       env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
     checkpoint()
+    started = time.time()
     aurore = subprocess.Popen([str(binary), "run", "--topics", topic, "--group-id", group, "--http-addr", http,
                                *extra_args],
                               env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"),
@@ -129,19 +135,19 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
             sys.exit(f"aurore exited early; see {log_path}")
         if time.monotonic() - t0 > 900:
             sys.exit("drain did not finish in 15 minutes")
-    secs = time.monotonic() - t0
     gaps = cpu.stop("drain_")
-    first = next(t for t, d in series if d > 0)
     gaps.update(timeline.stop().summary(n))
-    gaps.update(commit_gaps(db, n))
+    gaps.update(commit_gaps(db, n, topic))
+    secs = gaps["last_commit_at"] - started
+    first = gaps["first_commit_at"] - started
     return aurore, series, dict(**gaps,drain_seconds=secs, drain_events_per_s=n / secs,
                                 drain_events_per_s_after_first_commit=n / max(secs - first, 1e-9),
                                 cpu_us_per_event=proc_cpu_seconds(aurore.pid) / n * 1e6,
                                 peak_rss_mib=proc_peak_rss_mib(aurore.pid))
 
 
-def commit_gaps(db, n, batch_size=5000):
-    """The gaps between aurore's commits during a drain of `n` events into `db`, exactly: PostgreSQL's own
+def commit_gaps(db, n, topic, batch_size=5000):
+    """The gaps between aurore's commits during a drain of `n` events of `topic` into `db`, exactly: PostgreSQL's own
     commit time of every transaction that stored rows (pg_xact_commit_timestamp; the stack sets
     track_commit_timestamp). A gap counts while more than `batch_size` events were still to store after the
     commit that opened it, from the first commit on. Also each transaction's time from its start (received_at,
@@ -149,7 +155,8 @@ def commit_gaps(db, n, batch_size=5000):
     try:
         rows = psql(db, "SELECT extract(epoch FROM c), extract(epoch FROM c - s), n FROM ("
                         "SELECT pg_xact_commit_timestamp(xmin) c, min(received_at) s, count(*) n FROM ("
-                        "SELECT xmin, received_at FROM events UNION ALL SELECT xmin, received_at FROM dead_letters) r "
+                        f"SELECT xmin, received_at FROM events WHERE topic = '{topic}' "
+                        f"UNION ALL SELECT xmin, received_at FROM dead_letters WHERE topic = '{topic}') r "
                         "GROUP BY 1) t ORDER BY 1")
         commits = [tuple(float(x) for x in l.split("|")) for l in rows.splitlines() if l]
     except (subprocess.CalledProcessError, ValueError) as e:
@@ -162,7 +169,8 @@ def commit_gaps(db, n, batch_size=5000):
     gaps.sort()
     spans = sorted(c[1] * 1000 for c in commits)
     pick = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
-    return dict(commit_gap_max_ms=gaps[-1] if gaps else 0.0, commit_gap_p50_ms=pick(gaps, 0.5),
+    return dict(first_commit_at=commits[0][0], last_commit_at=commits[-1][0],
+                commit_gap_max_ms=gaps[-1] if gaps else 0.0, commit_gap_p50_ms=pick(gaps, 0.5),
                 commit_gap_p99_ms=pick(gaps, 0.99), commit_gaps_over_100ms=sum(g > 100 for g in gaps),
                 commits=len(commits), transaction_ms_p50=pick(spans, 0.5), transaction_ms_max=spans[-1])
 
