@@ -114,8 +114,10 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=()):
     --no-migrate): a drain is timed against a database aurore has run on, not its first start.
     Returns the process (still running), the series of (seconds, persisted) and the figures."""
     if "--no-migrate" not in extra_args:
-        subprocess.run([str(binary), "migrate"], check=True, capture_output=True,
-                       env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
+        made = subprocess.run([str(binary), "migrate"], capture_output=True, text=True,
+                              env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
+        if made.returncode != 0:
+            sys.exit(f"{binary} migrate failed: {made.stderr.strip()}")
     checkpoint()
     started = time.time()
     aurore = subprocess.Popen([str(binary), "run", "--topics", topic, "--group-id", group, "--http-addr", http,
@@ -154,10 +156,10 @@ def commit_gaps(db, n, topic, batch_size=5000):
     which is now()) to its commit. Milliseconds."""
     try:
         rows = psql(db, "SELECT extract(epoch FROM c), extract(epoch FROM c - s), n FROM ("
-                        "SELECT pg_xact_commit_timestamp(xmin) c, min(received_at) s, count(*) n FROM ("
+                        "SELECT pg_xact_commit_timestamp(min(xmin::text)::xid) c, min(received_at) s, count(*) n FROM ("
                         f"SELECT xmin, received_at FROM events WHERE topic = '{topic}' "
                         f"UNION ALL SELECT xmin, received_at FROM dead_letters WHERE topic = '{topic}') r "
-                        "GROUP BY 1) t ORDER BY 1")
+                        "GROUP BY xmin::text) t ORDER BY 1")
         commits = [tuple(float(x) for x in l.split("|")) for l in rows.splitlines() if l]
     except (subprocess.CalledProcessError, ValueError) as e:
         sys.exit(f"no commit timestamps ({e}): PostgreSQL runs without track_commit_timestamp; run scripts/stack up")

@@ -60,8 +60,12 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     crate::logging::init(&log);
     let json = log.format == LogFormat::Json;
+    // The client that validated the Kafka settings, being destroyed: joined before exit.
+    let mut validator = None;
     let valid = match &cli.command {
-        Command::Run(args) | Command::Check(args) => args.validate().and_then(|()| kafka_settings(args)),
+        Command::Run(args) | Command::Check(args) => {
+            args.validate().and_then(|()| kafka_settings(args)).map(|handle| validator = handle)
+        }
         Command::Produce(args) => args.validate(),
         Command::Migrate(args) => args.partitions.validate(),
         Command::ArchiveTopic(args) => args.validate(),
@@ -92,6 +96,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Produce(_) => unreachable!("handled above"),
         }
     });
+    if let Some(handle) = validator {
+        let _ = handle.join();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigError>() => exit(json, 2, &e),
@@ -149,22 +156,27 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let applied = db::migrate(&pool).await.with_context(|| database.to_string())?;
     tracing::info!(applied, %database, "database schema is up to date");
     let maintenance = Maintenance::new(pool, &args.partitions, Arc::new(Metrics::new()));
-    for kind in [Pass::Create, Pass::Drop] {
-        maintenance.pass(kind, Lock::Wait).await.with_context(|| format!("maintaining the partitions of {database}"))?;
+    // Creation waits for a running instance's pass (the partitions must exist when migrate
+    // returns); a drop pass it leaves to the instance holding that lock (it may run for long).
+    for (kind, lock) in [(Pass::Create, Lock::Wait), (Pass::Drop, Lock::Try)] {
+        let done = maintenance.pass(kind, lock).await.with_context(|| format!("maintaining the partitions of {database}"))?;
+        if done.is_none() {
+            tracing::info!("another aurore is dropping partitions now; this drop pass was left to it");
+        }
     }
     Ok(())
 }
 
 /// librdkafka validates its settings when a client is created: done before anything runs.
-/// The client is destroyed on a thread of its own: librdkafka's destroy waits about 100 ms for
-/// its threads (measured with strace), which would delay the start for nothing.
-fn kafka_settings(args: &RunArgs) -> Result<(), ConfigError> {
+/// The client is destroyed on a thread of its own, returned to be joined before the process
+/// exits: librdkafka's destroy waits about 100 ms for its threads (measured with strace),
+/// which would delay the start for nothing.
+fn kafka_settings(args: &RunArgs) -> Result<Option<std::thread::JoinHandle<()>>, ConfigError> {
     let client = client_config(args)
         .create_with_context::<_, BaseConsumer<Quiet>>(Quiet)
         .map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
     // Without a thread to be had, the client is destroyed here, which only takes longer.
-    let _ = std::thread::Builder::new().name("kafka-validate".into()).spawn(move || drop(client));
-    Ok(())
+    Ok(std::thread::Builder::new().name("kafka-validate".into()).spawn(move || drop(client)).ok())
 }
 
 /// The poll thread stopped answering ([`PollWatch`]): the process stops with exit code 1, its

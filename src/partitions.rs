@@ -284,15 +284,20 @@ impl Maintenance {
                 // A session lock, kept after this transaction, which only bounds the wait.
                 let waited = client
                     .batch_execute(&format!(
-                        "BEGIN; SET LOCAL lock_timeout = '{MIGRATE_LOCK_WAIT}'; SELECT pg_advisory_lock({}); COMMIT",
+                        "BEGIN; SET LOCAL lock_timeout = '{MIGRATE_LOCK_WAIT}'; SET LOCAL statement_timeout = 0;
+                         SELECT pg_advisory_lock({}); COMMIT",
                         kind.lock()
                     ))
                     .await;
-                if waited.is_err() {
+                if let Err(e) = waited {
                     let _ = client.batch_execute("ROLLBACK").await;
+                    let held = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+                    return Err(DbError::pg(if held {
+                        "waiting for the partition maintenance lock, held by another aurore for over 60 s"
+                    } else {
+                        "waiting for the partition maintenance lock"
+                    })(e));
                 }
-                waited
-                    .map_err(DbError::pg("waiting for the partition maintenance lock, held by another aurore for over 60 s"))?;
                 true
             }
         };

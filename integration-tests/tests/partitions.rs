@@ -611,3 +611,27 @@ async fn migrate_waits_for_the_maintenance_lock_and_makes_the_partitions_itself(
     .await
     .expect("a partition of each table holds now");
 }
+
+/// A database left by an aurore older than V7 migrates all the way: V8's preflight looks at the
+/// tables as V7 leaves them (dead_letters gains three columns there), not as they are before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_older_than_v7_migrates_through_v8() {
+    let env = Env::new("part_v6", 1, &[]).await;
+    let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
+    let pool = aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap();
+    aurore::db::migrate_through(&pool, Some(6)).await.expect("migrations through V6");
+    let db = env.db().await;
+    db.batch_execute(
+        "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
+           VALUES ('t', 0, 0, gen_random_uuid(), 'svc', 'x', now(), '{}');
+         INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail) VALUES ('t', 0, 1, 'x', 'invalid_json', 'd')",
+    )
+    .await
+    .unwrap();
+    let out = migrate(&env, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM dead_letters").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM pg_partitioned_table").await, 2);
+    assert_eq!(count(&db, "SELECT max(version)::int8 FROM refinery_schema_history").await, 8);
+}

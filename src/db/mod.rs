@@ -316,18 +316,31 @@ pub async fn migrate_through(pool: &Pool, version: Option<i32>) -> Result<usize,
     if let Some(v) = version {
         runner = runner.set_target(refinery::Target::Version(v));
     }
-    let report = match version {
-        Some(v) if v < 8 => runner.run_async(&mut **client).await.map_err(DbError::from),
-        _ => match before_partitioning(&mut client).await {
-            Ok(()) => runner.run_async(&mut **client).await.map_err(DbError::from),
-            Err(e) => Err(e),
-        },
+    let applied = match version {
+        Some(v) if v < 8 => run_logged(runner, &mut client).await,
+        // V8's preflight looks at the tables as V7 leaves them: an older database is brought
+        // there first (V7 gives dead_letters three columns the preflight expects).
+        _ => {
+            let through_v7 = embedded::migrations::runner().set_target(refinery::Target::Version(7));
+            match run_logged(through_v7, &mut client).await {
+                Ok(n) => match before_partitioning(&mut client).await {
+                    Ok(()) => run_logged(runner, &mut client).await.map(|m| n + m),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
     };
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(DbError::pg("releasing the migration lock"))?;
-    let report = report?;
+    applied
+}
+
+/// Runs `runner`'s pending migrations, each logged: how many.
+async fn run_logged(runner: refinery::Runner, client: &mut tokio_postgres::Client) -> Result<usize, DbError> {
+    let report = runner.run_async(client).await?;
     for m in report.applied_migrations() {
         tracing::info!(version = m.version(), name = m.name(), "migration applied");
     }
@@ -405,7 +418,7 @@ async fn before_partitioning(client: &mut tokio_postgres::Client) -> Result<(), 
             .query_opt(
                 &format!(
                     "SELECT to_char(max(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM {table}
-                     HAVING max(received_at) >= date_trunc('day', now(), 'UTC') + interval '2 days' - interval '1 microsecond'"
+                     HAVING max(received_at) >= date_trunc('day', now(), 'UTC') + interval '48 hours' - interval '1 microsecond'"
                 ),
                 &[],
             )

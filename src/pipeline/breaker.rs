@@ -33,9 +33,19 @@ impl State {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { failures: u32 },
-    Open { until: Instant, opened: u32 },
-    HalfOpen { probing: bool, opened: u32 },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        opened: u32,
+    },
+    /// `probe`: the number of the probe let through last ([`Breaker::probes`]).
+    HalfOpen {
+        probing: bool,
+        opened: u32,
+        probe: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -45,11 +55,20 @@ pub struct Breaker {
     threshold: u32,
     base: Duration,
     max: Duration,
+    /// Probes let through so far: numbers each, so that a late drop frees only its own place.
+    probes: std::sync::atomic::AtomicU64,
 }
 
 impl Breaker {
     pub fn new(threshold: u32, base: Duration, max: Duration) -> Self {
-        Breaker { inner: Mutex::new(Inner::Closed { failures: 0 }), state: AtomicU8::new(0), threshold, base, max }
+        Breaker {
+            inner: Mutex::new(Inner::Closed { failures: 0 }),
+            state: AtomicU8::new(0),
+            threshold,
+            base,
+            max,
+            probes: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     pub fn state(&self) -> State {
@@ -82,15 +101,17 @@ impl Breaker {
                     Inner::Open { until, opened } => {
                         let now = Instant::now();
                         if now >= until {
-                            self.set(&mut inner, Inner::HalfOpen { probing: true, opened });
-                            return Attempt { breaker: self, probe: Some(opened) };
+                            let probe = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
+                            self.set(&mut inner, Inner::HalfOpen { probing: true, opened, probe });
+                            return Attempt { breaker: self, probe: Some(probe) };
                         }
                         until - now
                     }
-                    Inner::HalfOpen { ref mut probing, opened } => {
+                    Inner::HalfOpen { ref mut probing, ref mut probe, .. } => {
                         if !*probing {
                             *probing = true;
-                            return Attempt { breaker: self, probe: Some(opened) };
+                            *probe = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
+                            return Attempt { breaker: self, probe: Some(*probe) };
                         }
                         // Another worker's probe is out; look again shortly.
                         Duration::from_millis(50)
@@ -102,10 +123,10 @@ impl Breaker {
     }
 
     /// An untold probe's end: another may go (unless the breaker has moved on meanwhile).
-    fn release(&self, opened: u32) {
+    fn release(&self, probe: u64) {
         let mut inner = self.inner.lock().expect("breaker lock");
-        if let Inner::HalfOpen { ref mut probing, opened: o } = *inner
-            && o == opened
+        if let Inner::HalfOpen { ref mut probing, probe: p, .. } = *inner
+            && p == probe
         {
             *probing = false;
         }
@@ -149,18 +170,18 @@ impl Breaker {
     }
 }
 
-/// One attempt let through by [`Breaker::ready`]; the half-open probe if `probe` is set (the
-/// breaker's open count then, so that a late drop cannot free a later probe's place).
+/// One attempt let through by [`Breaker::ready`]; the half-open probe if `probe` is set (its
+/// number, so that a late drop cannot free a later probe's place).
 #[must_use = "the attempt's outcome is told while it is held"]
 pub struct Attempt<'a> {
     breaker: &'a Breaker,
-    probe: Option<u32>,
+    probe: Option<u64>,
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if let Some(opened) = self.probe {
-            self.breaker.release(opened);
+        if let Some(probe) = self.probe {
+            self.breaker.release(probe);
         }
     }
 }

@@ -98,3 +98,24 @@ async fn a_late_drop_leaves_a_later_probe_alone() {
     assert!(third.is_err(), "only one probe at a time");
     drop(second);
 }
+
+/// The reviewer's case: a probe outlives a close and a re-open to the same open count; its late
+/// drop must not free the new probe's place.
+#[tokio::test(start_paused = true)]
+async fn a_probe_outliving_a_close_and_reopen_leaves_the_new_probe_alone() {
+    let b = breaker();
+    for _ in 0..3 {
+        b.failure();
+    }
+    let old = b.ready().await;
+    b.success(); // another worker's attempt, let through while closed, succeeded
+    for _ in 0..3 {
+        b.failure();
+    }
+    let new = b.ready().await;
+    assert_eq!(b.state(), State::HalfOpen);
+    drop(old);
+    let third = tokio::time::timeout(Duration::from_secs(60), b.ready()).await;
+    assert!(third.is_err(), "only one probe at a time");
+    drop(new);
+}
