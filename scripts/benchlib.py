@@ -151,7 +151,7 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=(), timeline=F
                                 peak_rss_mib=proc_peak_rss_mib(aurore.pid))
 
 
-def commit_gaps(db, n, topic, batch_size=5000):
+def commit_gaps(db, n, topic, batch_size=4000):
     """The gaps between aurore's commits during a drain of `n` events of `topic` into `db`, exactly: PostgreSQL's own
     commit time of every transaction that stored rows (pg_xact_commit_timestamp; the stack sets
     track_commit_timestamp). A gap counts while more than `batch_size` events were still to store after the
@@ -245,7 +245,7 @@ class Timeline:
             t.join(5)
         return self
 
-    def summary(self, n, batch_size=5000):
+    def summary(self, n, batch_size=4000):
         """For a drain of `n` events: the longest time without a commit (events_processed_total not moving)
         while more than a batch was still to persist, counted from the first commit; and how many COPYs ran at
         once, as shares of the pg_stat_activity samples (the pool's connections are not tied to a worker, so

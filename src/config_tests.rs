@@ -15,7 +15,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
 #[test]
 fn defaults_are_the_documented_ones() {
     let r = run(&[]).unwrap();
-    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (20_000, 64 << 20, 5_000, 2));
+    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (16_000, 64 << 20, 4_000, 2));
     assert_eq!((r.linger, r.shutdown_timeout), (Duration::from_millis(100), Duration::from_secs(30)));
     assert_eq!(r.http_addr.to_string(), "0.0.0.0:3000");
     assert_eq!((r.topics.clone(), r.group_id.as_str(), r.max_event_bytes), (vec!["events".to_string()], "aurore", 1 << 20));
