@@ -223,7 +223,7 @@ pub enum Lock {
     /// Not at all: the pass is left to the holder (the running service, whose next pass comes
     /// soon anyway).
     Try,
-    /// Waits for it, up to [`MIGRATE_LOCK_WAIT`]: `aurore migrate`, whose caller wants the
+    /// Waits for it, up to 60 s: `aurore migrate`, whose caller wants the
     /// partitions made when it returns, whatever the holder (a role that may not create them,
     /// say) achieves.
     Wait,
