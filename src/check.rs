@@ -4,7 +4,8 @@
 //! `ok      <check>: <detail>` or `FAILED  <check>: <reason and what to do>`. The checks: the
 //! configuration; the Kafka cluster and each of its brokers, reached on its own; each topic; the
 //! PostgreSQL connection; the migration state; the table privileges `run` needs
-//! ([`db::TABLE_PRIVILEGES`]). A check whose prerequisite failed is not printed (no brokers: no
+//! ([`db::TABLE_PRIVILEGES`]); the time partitions (how far ahead they reach, whether this role
+//! may make more). A check whose prerequisite failed is not printed (no brokers: no
 //! topic lines; no connection: no migration or privilege lines).
 //!
 //! Exit codes ([`crate::app::main`]): 0 every check passed, 1 one failed, 2 bad usage or an
@@ -176,6 +177,70 @@ async fn postgresql(args: &RunArgs, out: &mut Lines) {
             }
         }
         Err(e) => out.failed("tables", e.to_string()),
+    }
+    partitions(&client, &role, out).await;
+}
+
+/// Migration V8's layout: how far ahead the partitions reach, and whether this role may make
+/// more (it must own `events` and `dead_letters` and may CREATE in their schema). A role that
+/// may not passes while the partitions hold rows received now (the owner's `aurore migrate`
+/// makes the next ones); with none holding now, ingest would wait, so it fails. No line before
+/// V8.
+async fn partitions(client: &tokio_postgres::Client, role: &str, out: &mut Lines) {
+    let rows = match client
+        .query(
+            "SELECT c.relname::text, pg_has_role(current_user, c.relowner, 'USAGE'),
+                    has_schema_privilege(c.relnamespace, 'CREATE'), n.nspname::text,
+                    (extract(epoch FROM now()) * 1000000)::int8
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid IN (to_regclass('events'), to_regclass('dead_letters')) AND c.relkind = 'p'
+             ORDER BY 1 DESC",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return out.failed("partitions", db::describe(&e)),
+    };
+    let mut why: Vec<String> = Vec::new();
+    let mut reach = i64::MAX;
+    for r in &rows {
+        let (table, owns, create, schema, now): (String, bool, bool, String, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        if !owns {
+            why.push(format!("does not own {table}"));
+        }
+        if !create && !why.iter().any(|w| w.contains("CREATE")) {
+            why.push(format!("may not CREATE in schema {schema}"));
+        }
+        match crate::partitions::list(client, &table).await {
+            Ok(attached) => reach = reach.min(crate::partitions::ahead(&attached, now)),
+            Err(e) => return out.failed("partitions", e.to_string()),
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let ahead = humantime::format_duration(Duration::from_secs((reach / 1_000_000).max(0) as u64));
+    match (why.is_empty(), reach > 0) {
+        (true, _) => out.ok(
+            "partitions",
+            format!("role {role} may create and drop the partitions of events and dead_letters; they reach {ahead} ahead"),
+        ),
+        (false, true) => out.ok(
+            "partitions",
+            format!(
+                "they reach {ahead} ahead; role {role} may not make more ({}): run `aurore migrate` as the owner before then, once per --partition-interval",
+                why.join(", ")
+            ),
+        ),
+        (false, false) => out.failed(
+            "partitions",
+            format!(
+                "no partition holds rows received now, so ingest would wait, and role {role} may not make one ({}): run `aurore migrate` as the owner of events and dead_letters",
+                why.join(", ")
+            ),
+        ),
     }
 }
 

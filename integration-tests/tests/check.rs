@@ -60,6 +60,45 @@ async fn a_good_setup_passes_before_and_after_migrating() {
     assert!(text.contains("events, dead_letters, dead_letter_counts, consumer_offsets, event_counts, topic_ids"), "{text}");
     let (_, text) = line(&out, "postgresql");
     assert!(text.contains("as role aurore") && !text.contains(":aurore@"), "{text}");
+    let (_, text) = line(&out, "partitions");
+    assert!(text.starts_with("role aurore may create and drop the partitions") && text.contains("ahead"), "{text}");
+}
+
+/// A role that may not make partitions (it owns neither table) passes while a partition holds
+/// rows received now, told how far they reach; with none, ingest would wait: it fails, saying
+/// what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_may_not_make_partitions_is_told_how_far_they_reach() {
+    let env = Env::new("check_parts", 1, &[]).await;
+    migrate(&env);
+    let tables = ["events", "dead_letters", "consumer_offsets", "event_counts", "topic_ids", "dead_letter_counts"];
+    let (role, url) = env.restricted_role("it_check_parts", "parts-secret-3f9b", &tables).await;
+    let (code, out, err) = check(&env, &url, &["--no-migrate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (status, text) = line(&out, "partitions");
+    assert_eq!(status, "ok");
+    assert!(
+        text.starts_with("they reach ") && text.contains(&format!("role {role} may not make more (does not own events")),
+        "{text}"
+    );
+    env.db()
+        .await
+        .batch_execute(
+            "DO $$ DECLARE p text; BEGIN
+               FOR p IN SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'events'::regclass LOOP
+                 EXECUTE 'DROP TABLE ' || p;
+               END LOOP;
+             END $$",
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = check(&env, &url, &["--no-migrate"]);
+    env.drop_role(&role).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let (status, text) = line(&out, "partitions");
+    assert_eq!(status, "FAILED");
+    assert!(text.starts_with("no partition holds rows received now"), "{text}");
+    assert!(text.ends_with("run `aurore migrate` as the owner of events and dead_letters"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
