@@ -507,8 +507,12 @@ pub async fn list(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Pa
 
 /// What an operator can do about a failed maintenance pass, told by its SQLSTATE.
 fn hint(e: &DbError) -> &'static str {
+    hint_for(e.sqlstate())
+}
+
+fn hint_for(code: Option<&tokio_postgres::error::SqlState>) -> &'static str {
     use tokio_postgres::error::SqlState;
-    match e.sqlstate() {
+    match code {
         Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
             "aurore's role must own events and dead_letters and may CREATE in their schema: run `aurore migrate` as the owner once per interval, or give aurore the owner's role"
         }

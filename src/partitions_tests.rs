@@ -168,3 +168,20 @@ fn a_pass_runs_every_quarter_interval_and_at_least_every_minute() {
     assert_eq!(Settings { interval: DAY, retention: None }.period(), Duration::from_secs(60));
     assert_eq!(Settings { interval: SECOND, retention: None }.period(), Duration::from_millis(250));
 }
+
+/// Each failure an operator can mend is told by its SQLSTATE (a failed pass's `hint`).
+#[test]
+fn hints_by_sqlstate() {
+    use tokio_postgres::error::SqlState;
+    let cases = [
+        (SqlState::INSUFFICIENT_PRIVILEGE, "run `aurore migrate` as the owner"),
+        (SqlState::DUPLICATE_TABLE, "rename or drop it"),
+        (SqlState::LOCK_NOT_AVAILABLE, "a long transaction holds the table"),
+        (SqlState::WRONG_OBJECT_TYPE, "not migrated to V8"),
+    ];
+    for (code, said) in cases {
+        assert!(hint_for(Some(&code)).contains(said), "{code:?}: {}", hint_for(Some(&code)));
+    }
+    assert_eq!(hint_for(Some(&SqlState::DISK_FULL)), "see the error");
+    assert_eq!(hint_for(None), "see the error");
+}
