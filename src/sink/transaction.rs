@@ -3,6 +3,9 @@
 //! was refused, COPY under savepoints that isolate the refused rows — insert the dead letters,
 //! upsert the hourly counts, COMMIT. Nothing here retries: [`sink::worker`](super::worker)
 //! decides that, through [`db::classify`](crate::db::classify).
+//!
+//! Every statement is prepared once per connection (deadpool's statement cache): a statement
+//! given as text costs a round trip (Parse, Describe) before each execution.
 
 use std::collections::BTreeMap;
 
@@ -89,15 +92,17 @@ async fn fence(tx: &Transaction<'_>, group: &str, units: &[Unit]) -> Result<Vec<
     if !upd.is_empty() {
         let expected: Vec<i64> =
             upd.iter().map(|&i| if let Fence::At(n) = units[i].fence { n } else { unreachable!() }).collect();
+        let statement = tx.prepare_cached(sql::MOVE_OFFSETS).await.map_err(DbError::pg("moving consumer offsets"))?;
         let rows = tx
-            .query(sql::MOVE_OFFSETS, &[&group, &topics(&upd), &partitions(&upd), &expected, &nexts(&upd)])
+            .query(&statement, &[&group, &topics(&upd), &partitions(&upd), &expected, &nexts(&upd)])
             .await
             .map_err(DbError::pg("moving consumer offsets"))?;
         ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
     }
     if !ins.is_empty() {
+        let statement = tx.prepare_cached(sql::INSERT_OFFSETS).await.map_err(DbError::pg("recording new consumer offsets"))?;
         let rows = tx
-            .query(sql::INSERT_OFFSETS, &[&group, &topics(&ins), &partitions(&ins), &nexts(&ins)])
+            .query(&statement, &[&group, &topics(&ins), &partitions(&ins), &nexts(&ins)])
             .await
             .map_err(DbError::pg("recording new consumer offsets"))?;
         ok.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
@@ -110,7 +115,8 @@ async fn fence(tx: &Transaction<'_>, group: &str, units: &[Unit]) -> Result<Vec<
 const COPY_SLICE_BYTES: usize = 1 << 20;
 
 async fn copy_rows(tx: &Transaction<'_>, chunks: impl Iterator<Item = Bytes>) -> Result<u64, DbError> {
-    let sink = tx.copy_in(copy::COPY_EVENTS).await.map_err(DbError::pg("starting COPY"))?;
+    let statement = tx.prepare_cached(copy::COPY_EVENTS).await.map_err(DbError::pg("starting COPY"))?;
+    let sink = tx.copy_in(&statement).await.map_err(DbError::pg("starting COPY"))?;
     futures_util::pin_mut!(sink);
     sink.feed(Bytes::from_static(copy::HEADER)).await.map_err(DbError::pg("COPY"))?;
     for chunk in chunks {
@@ -208,12 +214,10 @@ async fn dead_letters(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected)
         keys.push(None);
         timestamps.push(Some(unit.row_meta[*row].appended_at));
     }
-    tx.execute(
-        sql::INSERT_DEAD_LETTERS,
-        &[&topics, &partitions, &offsets, &raws, &reasons, &details, &sizes, &keys, &timestamps],
-    )
-    .await
-    .map_err(DbError::pg("inserting dead letters"))?;
+    let statement = tx.prepare_cached(sql::INSERT_DEAD_LETTERS).await.map_err(DbError::pg("inserting dead letters"))?;
+    tx.execute(&statement, &[&topics, &partitions, &offsets, &raws, &reasons, &details, &sizes, &keys, &timestamps])
+        .await
+        .map_err(DbError::pg("inserting dead letters"))?;
     Ok(())
 }
 
@@ -283,6 +287,7 @@ async fn counts(tx: &Transaction<'_>, units: &[Unit], rejected: &Rejected) -> Re
     let types: Vec<&str> = merged.keys().map(|k| k.1).collect();
     let hours: Vec<i64> = merged.keys().map(|k| k.2).collect();
     let ns: Vec<i64> = merged.values().copied().collect();
-    tx.execute(sql::UPSERT_COUNTS, &[&services, &types, &hours, &ns]).await.map_err(DbError::pg("upserting event counts"))?;
+    let statement = tx.prepare_cached(sql::UPSERT_COUNTS).await.map_err(DbError::pg("upserting event counts"))?;
+    tx.execute(&statement, &[&services, &types, &hours, &ns]).await.map_err(DbError::pg("upserting event counts"))?;
     Ok(())
 }
