@@ -409,10 +409,13 @@ pub struct RunArgs {
     pub kafka_config: Vec<KafkaSetting>,
 
     /// Buffer capacity, in events fetched from Kafka and not yet persisted. When it is reached
-    /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default 16000:
-    /// four batches, so that while each flush worker commits one, the next is already filling.
-    #[arg(long, env = "AURORE_BUFFER_CAPACITY", default_value_t = 16_000)]
-    pub buffer_capacity: usize,
+    /// aurore takes no more messages (it holds, and pauses fetching after 1 s). Default: three
+    /// batches a flush worker (24000 with the default batch size and workers): one committing,
+    /// one sealed and waiting, one filling, so that a worker's next batch is ready when it
+    /// commits (four batches in all left workers waiting; README, "Performance"). Read it
+    /// through [`RunArgs::buffer_capacity`].
+    #[arg(long = "buffer-capacity", env = "AURORE_BUFFER_CAPACITY")]
+    pub buffer_capacity_events: Option<usize>,
 
     /// Memory for messages, in bytes of message values: librdkafka's prefetch takes up to a
     /// quarter of it (an eighth, 1–16 MiB, twice: the queue and the response being read), the
@@ -562,10 +565,11 @@ impl RunArgs {
             }
         }
         let positive = [
-            ("--buffer-capacity", self.buffer_capacity),
-            ("--buffer-capacity-bytes", self.buffer_capacity_bytes),
+            // Before the buffer capacity, which is made of them by default.
             ("--batch-size", self.batch_size),
             ("--flush-workers", self.flush_workers),
+            ("--buffer-capacity", self.buffer_capacity()),
+            ("--buffer-capacity-bytes", self.buffer_capacity_bytes),
             ("--max-event-bytes", self.max_event_bytes),
             ("--breaker-threshold", self.breaker_threshold as usize),
         ];
@@ -580,10 +584,11 @@ impl RunArgs {
         if !(1..=99).contains(&self.buffer_resume_percent) {
             return bad(format!("--buffer-resume-percent must be 1..99, got {}", self.buffer_resume_percent));
         }
-        if self.batch_size > self.buffer_capacity {
+        if self.batch_size > self.buffer_capacity() {
             return bad(format!(
                 "--batch-size {} exceeds --buffer-capacity {}: a batch could never fill",
-                self.batch_size, self.buffer_capacity
+                self.batch_size,
+                self.buffer_capacity()
             ));
         }
         if self.max_event_bytes > self.buffer_capacity_bytes {
@@ -619,6 +624,11 @@ impl RunArgs {
             return bad("--retry-backoff must be positive and at most --retry-backoff-max".into());
         }
         Ok(())
+    }
+
+    /// Events the buffer holds at most: `--buffer-capacity`, or three batches a flush worker.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buffer_capacity_events.unwrap_or_else(|| self.batch_size.saturating_mul(self.flush_workers).saturating_mul(3))
     }
 
     /// Flush workers, the ticker, the poll thread's queries, the two kinds of partition

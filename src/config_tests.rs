@@ -15,12 +15,21 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
 #[test]
 fn defaults_are_the_documented_ones() {
     let r = run(&[]).unwrap();
-    assert_eq!((r.buffer_capacity, r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (16_000, 64 << 20, 4_000, 2));
+    assert_eq!((r.buffer_capacity(), r.buffer_capacity_bytes, r.batch_size, r.flush_workers), (24_000, 64 << 20, 4_000, 2));
     assert_eq!((r.linger, r.shutdown_timeout), (Duration::from_millis(100), Duration::from_secs(30)));
     assert_eq!(r.http_addr.to_string(), "0.0.0.0:3000");
     assert_eq!((r.topics.clone(), r.group_id.as_str(), r.max_event_bytes), (vec!["events".to_string()], "aurore", 1 << 20));
     assert_eq!(r.pool_size(), 6);
     assert_eq!((r.partitions.partition_interval, r.partitions.retention), (Duration::from_secs(86_400), None));
+}
+
+#[test]
+fn the_buffer_holds_three_batches_a_worker_unless_told() {
+    let capacity = |args: &[&str]| run(args).unwrap().buffer_capacity();
+    assert_eq!(capacity(&["--flush-workers", "4", "--batch-size", "1000"]), 12_000);
+    assert_eq!(capacity(&["--flush-workers", "4", "--buffer-capacity", "5000"]), 5_000);
+    assert!(run(&["--buffer-capacity", "3000"]).unwrap_err().contains("--batch-size 4000 exceeds --buffer-capacity 3000"));
+    assert!(run(&["--buffer-capacity", "0"]).unwrap_err().contains("--buffer-capacity must be at least 1"));
 }
 
 #[test]
@@ -90,7 +99,7 @@ fn the_liveness_bound_must_outlast_the_classic_session_timeout() {
 fn bad_values_are_refused_with_a_reason() {
     for (args, says) in [
         (&["--batch-size", "0"][..], "--batch-size must be at least 1"),
-        (&["--batch-size", "20001"][..], "a batch could never fill"),
+        (&["--batch-size", "20001", "--buffer-capacity", "20000"][..], "a batch could never fill"),
         (&["--topics", "bad topic"][..], "--topics"),
         (&["--linger", "soon"][..], "examples"),
         (&["--buffer-resume-percent", "100"][..], "1..99"),
