@@ -224,11 +224,11 @@ async fn run_until_admitted(args: RunArgs) -> anyhow::Result<()> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    metrics.buffer_capacity.set(args.buffer_capacity as i64);
+    metrics.buffer_capacity.set(args.buffer_capacity() as i64);
     let budget = Budget::of(args.buffer_capacity_bytes);
     metrics.buffer_capacity_bytes.set(budget.buffer_bytes as i64);
     let breaker = Arc::new(Breaker::new(args.breaker_threshold, args.retry_backoff, args.retry_backoff_max));
-    let buffer = Arc::new(Buffer::new(args.buffer_capacity, budget.buffer_bytes, args.buffer_resume_percent));
+    let buffer = Arc::new(Buffer::new(args.buffer_capacity(), budget.buffer_bytes, args.buffer_resume_percent));
     let health = Arc::new(Health::new(metrics.clone(), breaker.clone(), buffer.clone()));
     let shutdown = Shutdown::new();
     let abort = Shutdown::new();
@@ -249,16 +249,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
     tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
-    let login = {
+    // Kafka's answer to a login beside the migrations (each takes tens of milliseconds at
+    // least); a refusal ends the start at once, even while migrations wait for the database
+    // (an interrupted migration is rolled back with its connection).
+    let mut login = {
         let args = args.clone();
-        tokio::task::spawn_blocking(move || crate::kafka::client::login_refused(&args, Duration::from_secs(10))).await?
+        tokio::task::spawn_blocking(move || crate::kafka::client::login_refused(&args, Duration::from_secs(10)))
     };
-    if let Some(reason) = login {
+    let (refused, migrated) = {
+        let migrate = async {
+            if args.no_migrate {
+                return anyhow::Ok(true);
+            }
+            migrate_with_retry(&pool, &args.db.database_url, &shutdown, &metrics).await
+        };
+        tokio::pin!(migrate);
+        tokio::select! {
+            refused = &mut login => match refused? {
+                Some(reason) => (Some(reason), false),
+                None => (None, migrate.await?),
+            },
+            migrated = &mut migrate => {
+                let migrated = migrated?;
+                (login.await?, migrated)
+            }
+        }
+    };
+    if let Some(reason) = refused {
         stop_http.cancel();
         let _ = http.await;
         return Err(crate::kafka::poller::ConsumerError::RefusedLogin(reason).into());
     }
-    if !args.no_migrate && !migrate_with_retry(&pool, &args.db.database_url, &shutdown, &metrics).await? {
+    if !migrated {
         stop_http.cancel();
         return Ok(());
     }

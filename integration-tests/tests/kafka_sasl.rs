@@ -80,4 +80,13 @@ async fn consumes_over_sasl_ssl_exactly_once_and_a_wrong_password_is_one_line() 
     assert!(complaints[0].contains("Kafka refused the login") && complaints[0].contains("sasl.password"), "{}", complaints[0]);
     assert!(!log.contains(wrong), "{log}");
     println!("{}", complaints[0]);
+
+    // The login is checked beside the migrations: a refusal is told while they still wait for
+    // an unreachable PostgreSQL (they retry every 2 s, without end).
+    let unreachable = format!("postgres://aurore:aurore@127.0.0.1:{}/aurore_events", free_port());
+    let mut aurore = Aurore::spawn_with(&env, &[&args[..], &["--log-format", "json"]].concat(), free_port(), &unreachable);
+    let code = aurore.wait_exit(Duration::from_secs(60)).await;
+    let log = aurore.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("Kafka refused the login"), "{log}");
 }
