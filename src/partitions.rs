@@ -350,7 +350,7 @@ impl Maintenance {
         let now = db_now(client).await?;
         let attached = list(client, table).await?;
         for (start, end) in plan(&attached, now, self.settings).create {
-            let name = partition_name(table, start);
+            let name = free_name(client, table, partition_name(table, start)).await?;
             let sql = format!(
                 "BEGIN;
                  SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
@@ -503,6 +503,29 @@ pub async fn list(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Pa
         .iter()
         .map(|r| Partition { name: r.get(0), range: Range { start: r.get(1), end: r.get(2) }, bytes: r.get(3) })
         .collect())
+}
+
+/// `name`, or, when a table that is no partition has it (left by hand, or by a restore), the
+/// first free of `name_2` … `name_99`: a partition's name is a label (partitions are found
+/// through `pg_inherits`), and the table in the way is left alone, with a warning.
+async fn free_name(client: &tokio_postgres::Client, table: &str, name: String) -> Result<String, DbError> {
+    for k in 1..100 {
+        let candidate = if k == 1 { name.clone() } else { format!("{name}_{k}") };
+        let free: bool = client
+            .query_one("SELECT to_regclass(quote_ident($1)) IS NULL", &[&candidate])
+            .await
+            .map_err(DbError::pg("looking for a free partition name"))?
+            .get(0);
+        if free {
+            if k > 1 {
+                tracing::warn!(table, taken = %name, partition = %candidate,
+                    "a table that is no partition has the name of the partition to create (left over?): the partition is named otherwise, and that table is left alone");
+            }
+            return Ok(candidate);
+        }
+    }
+    // The CREATE fails with DUPLICATE_TABLE, which the pass's hint explains.
+    Ok(name)
 }
 
 /// What an operator can do about a failed maintenance pass, told by its SQLSTATE.

@@ -642,3 +642,51 @@ async fn a_database_older_than_v7_migrates_through_v8() {
     assert_eq!(count(&db, "SELECT count(*) FROM pg_partitioned_table").await, 2);
     assert_eq!(count(&db, "SELECT max(version)::int8 FROM refinery_schema_history").await, 8);
 }
+
+/// A table that is no partition but has the name of one to create (left by hand, or by a
+/// restore) does not stall ingest: the partition is named otherwise, with a warning, and the
+/// table in the way is left as it was (a newcomer's finding #6).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_in_the_way_of_a_partition_is_left_alone_and_the_partition_named_otherwise() {
+    let env = Env::new("part_in_the_way", 2, &[]).await;
+    let out = migrate(&env, &["--partition-interval", "2s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    without_partitions(&env).await;
+    let db = env.db().await;
+    // Every name the 2-second partitions of the next two minutes would take (starts are whole
+    // multiples of the interval since the epoch, as the database's clock tells).
+    db.batch_execute(
+        "DO $$ DECLARE t timestamptz := to_timestamp(floor(extract(epoch FROM now()) / 2) * 2); BEGIN
+           FOR k IN 0..60 LOOP
+             EXECUTE format('CREATE TABLE %I (note text); INSERT INTO %1$I VALUES (''kept'')',
+                            'events_p' || to_char((t + k * interval '2 s') AT TIME ZONE 'UTC', 'YYYYMMDD\"t\"HH24MISS'));
+           END LOOP;
+         END $$",
+    )
+    .await
+    .unwrap();
+    let aurore = env.spawn_aurore(&["--partition-interval", "2s"]);
+    aurore.wait_ready(Duration::from_secs(60)).await;
+    let total = 6_000u64;
+    let messages: Vec<(i32, Vec<u8>)> = (0..total).map(|i| ((i % 2) as i32, event("svc", "order.created", i))).collect();
+    let producer = env.producer(&[]);
+    env.produce_stream(&producer, messages, 1_000, Duration::from_millis(1_000)).await.unwrap();
+    env.wait_persisted(total as i64, Duration::from_secs(60)).await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (total as i64, 0));
+
+    let named: Vec<String> = partitions(&db, "events").await;
+    assert!(named.iter().any(|n| n.ends_with("_2")), "partitions named otherwise: {named:?}");
+    let kept = count(
+        &db,
+        "SELECT count(*) FROM pg_class c WHERE c.relname ~ '^events_p[0-9]{8}t[0-9]{6}$' AND c.relkind = 'r'
+           AND NOT c.relispartition AND (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0) = 1",
+    )
+    .await;
+    assert_eq!(kept, 61, "every table in the way is left as it was");
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await, total as i64);
+    let log = aurore.log_text();
+    assert!(log.contains("has the name of the partition to create (left over?)"), "{log}");
+    let m = Metrics::scrape(&aurore).expect("metrics");
+    assert_eq!(m.get("table_partition_maintenance_errors_total", &[]).unwrap_or(0.0), 0.0);
+}
