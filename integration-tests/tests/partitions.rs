@@ -690,3 +690,129 @@ async fn a_table_in_the_way_of_a_partition_is_left_alone_and_the_partition_named
     let m = Metrics::scrape(&aurore).expect("metrics");
     assert_eq!(m.get("table_partition_maintenance_errors_total", &[]).unwrap_or(0.0), 0.0);
 }
+
+/// The V8 preflight (`db::before_partitioning`) against V8 itself, on PostgreSQL: every change
+/// of one column of a V7 table that PostgreSQL can make (dropped, NOT NULL dropped, another type,
+/// another collation, another default, a column added, the other table's columns among them),
+/// each alone and in random pairs, and rows received in the future. For each, in a fresh V7
+/// database holding a row a table, V8's SQL is run bare in a transaction rolled back, and
+/// `aurore migrate` (preflight, then V8): the preflight must refuse, changing nothing, exactly
+/// where bare V8 fails, and where V8 succeeds so must migrate, keeping every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_v8_preflight_refuses_exactly_what_v8_fails_on() {
+    let env = Env::new("part_v8_diff", 1, &[]).await;
+    let admin = integration_tests::connect(&integration_tests::stack().admin_url).await;
+    let base = env.database_url.rsplit_once('/').unwrap().0.to_string();
+    let db = env.db().await;
+    let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
+    aurore::db::migrate_through(&aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap(), Some(7)).await.unwrap();
+    // The columns V7 leaves, as PostgreSQL tells them: the generator's input.
+    let columns: Vec<(String, String, String, bool)> = db
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'NO' FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name IN ('events', 'dead_letters') ORDER BY table_name, ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let other_type = |t: &str| match t {
+        "text" => Some("varchar(500)"),
+        "integer" => Some("bigint"),
+        "bigint" => Some("numeric"),
+        "uuid" => Some("text"),
+        "timestamp with time zone" => Some("timestamp"),
+        "jsonb" => Some("json"),
+        "bytea" => None,
+        _ => None,
+    };
+    let mut single = Vec::new();
+    for (table, column, ty, not_null) in &columns {
+        let alter = |what: String| format!("ALTER TABLE {table} {what}");
+        single.push(alter(format!("DROP COLUMN \"{column}\"")));
+        if *not_null {
+            single.push(alter(format!("ALTER COLUMN \"{column}\" DROP NOT NULL")));
+        }
+        if let Some(other) = other_type(ty) {
+            single.push(alter(format!("ALTER COLUMN \"{column}\" TYPE {other}")));
+        }
+        if ty == "text" {
+            single.push(alter(format!("ALTER COLUMN \"{column}\" TYPE text COLLATE \"C\"")));
+            single.push(alter(format!("ALTER COLUMN \"{column}\" SET DEFAULT 'x'")));
+        }
+        if ty == "timestamp with time zone" {
+            single.push(alter(format!("ALTER COLUMN \"{column}\" SET DEFAULT now() - interval '1 hour'")));
+        }
+    }
+    for table in ["events", "dead_letters"] {
+        single.push(format!("ALTER TABLE {table} ADD COLUMN note text"));
+        for (other, column, ty, _) in &columns {
+            if other != table && !columns.iter().any(|(t, c, _, _)| t == table && c == column) {
+                single.push(format!("ALTER TABLE {table} ADD COLUMN \"{column}\" {ty}"));
+            }
+        }
+    }
+    single.push("UPDATE events SET received_at = now() + interval '3 days'".into());
+    single.push("UPDATE dead_letters SET received_at = now() + interval '3 days'".into());
+    single.push(String::new());
+    let mut rng = fastrand::Rng::with_seed(20);
+    let mut cases: Vec<Vec<String>> = single.iter().map(|m| vec![m.clone()]).collect();
+    for _ in 0..24 {
+        cases.push(vec![single[rng.usize(..single.len())].clone(), single[rng.usize(..single.len())].clone()]);
+    }
+    let v8 = include_str!("../../migrations/V8__partitioned_by_received_at.sql");
+    let (mut refused, mut migrated) = (0, 0);
+    for (i, changes) in cases.iter().enumerate() {
+        let name = format!("aurore_it_{}_{i}", env.name);
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let case_url = format!("{base}/{name}");
+        let case_db: aurore::config::DatabaseUrl = case_url.parse().expect("database URL");
+        let pool = aurore::db::pool(&case_db, 1, Duration::from_secs(10)).unwrap();
+        aurore::db::migrate_through(&pool, Some(7)).await.unwrap();
+        drop(pool);
+        let case = integration_tests::connect(&case_url).await;
+        case.batch_execute(
+            "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
+               VALUES ('t', 0, 0, gen_random_uuid(), 'svc', 'x', now(), '{}');
+             INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail) VALUES ('t', 0, 1, 'x', 'invalid_json', 'd')",
+        )
+        .await
+        .unwrap();
+        let mut applied = true;
+        for change in changes.iter().filter(|c| !c.is_empty()) {
+            // A change PostgreSQL refuses (a type the row cannot take, a column already gone) is no case.
+            applied &= case.batch_execute(change).await.is_ok();
+        }
+        if applied {
+            let bare = case.batch_execute(&format!("BEGIN; {v8}")).await;
+            case.batch_execute("ROLLBACK").await.unwrap();
+            let out = Command::new(aurore_bin()).arg("migrate").env("DATABASE_URL", &case_url).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let partitioned = count(&case, "SELECT count(*) FROM pg_partitioned_table").await;
+            match &bare {
+                Err(e) => {
+                    assert_eq!(out.status.code(), Some(1), "{changes:?}: bare V8 failed ({e}), migrate did not: {stderr}");
+                    // Refused in aurore's words (the preflight, or V8's own checks), not failed
+                    // half-way in PostgreSQL's.
+                    let told = stderr.contains("changing nothing") || stderr.contains("by received_at) stops: ");
+                    assert!(told, "{changes:?}: {stderr}");
+                    assert_eq!(partitioned, 0, "{changes:?}: nothing changed");
+                    refused += 1;
+                }
+                Ok(()) => {
+                    assert!(out.status.success(), "{changes:?}: bare V8 succeeded, migrate refused: {stderr}");
+                    assert_eq!(partitioned, 2, "{changes:?}");
+                    let rows = count(&case, "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM dead_letters)").await;
+                    assert_eq!(rows, 2, "{changes:?}: every row kept");
+                    migrated += 1;
+                }
+            }
+        }
+        drop(case);
+        admin.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.unwrap();
+    }
+    eprintln!("[part_v8_diff] {} cases: {refused} refused by both, {migrated} migrated by both", cases.len());
+    assert!(refused >= 20 && migrated >= 5, "both sides exercised: {refused} refused, {migrated} migrated");
+}
