@@ -158,11 +158,14 @@ def chart(results, path):
     fig.savefig(path, dpi=100)
 
 
-def main(n, interval=None):
+def main(n, interval=None, layouts=("partitioned", "unpartitioned")):
     """`interval`: aurore's --partition-interval in the partitioned layout's drain (default a day, aurore's). The
     drain compresses time: N events that a stream of N a day would bring in a day arrive in a few minutes, so a
     day's partition grows to N rows during the drain. An interval of the drain's time / 24 makes the partitions
-    hourly ones of such a stream, each holding about N / 24 rows. The pre-fill stays daily."""
+    hourly ones of such a stream, each holding about N / 24 rows. The pre-fill stays daily.
+    `layouts`: which of the two to run, in that order."""
+    if not set(layouts) <= {"partitioned", "unpartitioned"}:
+        sys.exit(f"--soak-layouts: unknown layout in {','.join(layouts)} (partitioned, unpartitioned)")
     n = max(MILLION, n // MILLION * MILLION)
     stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
     out_dir = ROOT / ".bench" / f"soak-{stamp}"
@@ -187,7 +190,7 @@ def main(n, interval=None):
     psql("aurore_events", f"DROP DATABASE {scratch}")
     http = "127.0.0.1:3198"
     results = [layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval)
-               for layout in ["partitioned", "unpartitioned"]]
+               for layout in layouts]
     ceiling_file.unlink()
     delete_topic(topic)
     (out_dir / "soak.json").write_text(json.dumps(results, indent=1))
