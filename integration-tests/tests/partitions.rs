@@ -619,15 +619,13 @@ async fn migrate_waits_for_the_maintenance_lock_and_makes_the_partitions_itself(
     .expect("a partition of each table holds now");
 }
 
-/// A database left by an aurore older than V7 migrates all the way: V8's preflight looks at the
-/// tables as V7 leaves them (dead_letters gains three columns there), not as they are before.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_database_older_than_v7_migrates_through_v8() {
-    let env = Env::new("part_v6", 1, &[]).await;
-    let url: aurore::config::DatabaseUrl = env.database_url.parse().expect("database URL");
-    let pool = aurore::db::pool(&url, 1, Duration::from_secs(10)).unwrap();
-    aurore::db::migrate_through(&pool, Some(6)).await.expect("migrations through V6");
-    let db = env.db().await;
+/// The database at `url` migrated through `version`, holding one event and one dead letter.
+async fn one_row_each_through(url: &str, version: i32) -> tokio_postgres::Client {
+    let parsed: aurore::config::DatabaseUrl = url.parse().expect("database URL");
+    let pool = aurore::db::pool(&parsed, 1, Duration::from_secs(10)).unwrap();
+    aurore::db::migrate_through(&pool, Some(version)).await.unwrap_or_else(|e| panic!("migrations through V{version}: {e}"));
+    drop(pool);
+    let db = integration_tests::connect(url).await;
     db.batch_execute(
         "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
            VALUES ('t', 0, 0, gen_random_uuid(), 'svc', 'x', now(), '{}');
@@ -635,6 +633,15 @@ async fn a_database_older_than_v7_migrates_through_v8() {
     )
     .await
     .unwrap();
+    db
+}
+
+/// A database left by an aurore older than V7 migrates all the way: V8's preflight looks at the
+/// tables as V7 leaves them (dead_letters gains three columns there), not as they are before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_older_than_v7_migrates_through_v8() {
+    let env = Env::new("part_v6", 1, &[]).await;
+    let db = one_row_each_through(&env.database_url, 6).await;
     let out = migrate(&env, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
@@ -768,18 +775,7 @@ async fn the_v8_preflight_refuses_exactly_what_v8_fails_on() {
         let name = format!("aurore_it_{}_{i}", env.name);
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
         let case_url = format!("{base}/{name}");
-        let case_db: aurore::config::DatabaseUrl = case_url.parse().expect("database URL");
-        let pool = aurore::db::pool(&case_db, 1, Duration::from_secs(10)).unwrap();
-        aurore::db::migrate_through(&pool, Some(7)).await.unwrap();
-        drop(pool);
-        let case = integration_tests::connect(&case_url).await;
-        case.batch_execute(
-            "INSERT INTO events (topic, partition, \"offset\", id, service, event_type, occurred_at, payload)
-               VALUES ('t', 0, 0, gen_random_uuid(), 'svc', 'x', now(), '{}');
-             INSERT INTO dead_letters (topic, partition, \"offset\", raw, reason, detail) VALUES ('t', 0, 1, 'x', 'invalid_json', 'd')",
-        )
-        .await
-        .unwrap();
+        let case = one_row_each_through(&case_url, 7).await;
         let mut applied = true;
         for change in changes.iter().filter(|c| !c.is_empty()) {
             // A change PostgreSQL refuses (a type the row cannot take, a column already gone) is no case.
