@@ -182,9 +182,11 @@ def overview():
             "short", steps(GREEN), w=8, min_=0)
     b.panel("timeseries", "Flush errors",
             "Failed attempts to persist a batch per second, by kind: transient (retried), data (bad rows "
-            "isolated into dead letters), fence (partition owned by another instance), fatal.",
+            "isolated into dead letters), fence (partition owned by another instance), fatal; and committed "
+            "batches a PostgreSQL crash lost before they reached its disk (read again from Kafka).",
             [(f'sum by (kind) (rate(worker_flush_errors_total{{{I}}}[$__rate_interval]))', "{{kind}}"),
-             (f'sum(rate(offset_fence_conflicts_total{{{I}}}[$__rate_interval]))', "fence conflicts")],
+             (f'sum(rate(offset_fence_conflicts_total{{{I}}}[$__rate_interval]))', "fence conflicts"),
+             (f'sum(rate(worker_batches_not_durable_total{{{I}}}[$__rate_interval]))', "lost by a crash")],
             "ops", steps(GREEN, (0.1, RED)), w=12, min_=0)
     b.panel("timeseries", "Dead letters",
             "Messages persisted into dead_letters per second, by reason (invalid JSON, missing fields, too large, "

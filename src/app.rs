@@ -24,6 +24,7 @@ use crate::pipeline::buffer::{Budget, Buffer};
 use crate::pipeline::handoff;
 use crate::shutdown::{self, Shutdown};
 use crate::sink::dead_letter_topic::DeadLetterTopic;
+use crate::sink::durability;
 use crate::sink::worker::{self, Shared};
 
 /// Runs a parsed command line to its exit code: 0 done, 1 failed, 2 invalid configuration, 3
@@ -297,6 +298,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease
         }
     };
+    let confirming = db::pool(&args.db.database_url, 1, args.db.db_connect_timeout)?;
+    match durability::probe(&confirming).await {
+        Ok(()) => {}
+        // Unreachable again since the migrations: the confirming task waits it out.
+        Err(e) if e.class() == db::Class::Transient => {}
+        Err(e) => {
+            stop_http.cancel();
+            let _ = http.await;
+            return Err(ConfigError(format!(
+                "PostgreSQL at {} refuses the statement that confirms commits are durable ({e}); \
+                 the role needs EXECUTE on pg_logical_emit_message(boolean, text, text), PostgreSQL's default",
+                args.db.database_url
+            ))
+            .into());
+        }
+    }
     health.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.database_connection_up.set(1);
 
@@ -333,12 +350,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut workers = JoinSet::new();
     let mut senders = Vec::with_capacity(args.flush_workers);
+    // Ends once every worker has, and what they committed is confirmed.
+    let (confirmations, committed) = tokio::sync::mpsc::unbounded_channel();
+    workers.spawn(durability::run(shared.clone(), confirming, committed));
     for id in 0..args.flush_workers {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         senders.push(tx);
-        workers.spawn(worker::run(id, shared.clone(), rx));
+        workers.spawn(worker::run(id, shared.clone(), rx, confirmations.clone()));
     }
-    drop(shared);
+    drop((shared, confirmations));
 
     // SIGHUP: the operator asks for a new Kafka consumer (the path a stuck one takes).
     let recreate = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -3,7 +3,7 @@
 //! Takes `run`'s flags and environment. Prints one line per check on stdout, as it goes:
 //! `ok      <check>: <detail>` or `FAILED  <check>: <reason and what to do>`. The checks: the
 //! configuration; the Kafka cluster and each of its brokers, reached on its own; each topic; the
-//! PostgreSQL connection; the migration state; the table privileges `run` needs
+//! PostgreSQL connection; the migration state; the table and function privileges `run` needs
 //! ([`db::TABLE_PRIVILEGES`]); the time partitions (how far ahead they reach, whether this role
 //! may make more). A check whose prerequisite failed is not printed (no brokers: no
 //! topic lines; no connection: no migration or privilege lines).
@@ -177,6 +177,29 @@ async fn postgresql(args: &RunArgs, out: &mut Lines) {
             }
         }
         Err(e) => out.failed("tables", e.to_string()),
+    }
+    // sink::durability confirms commits with it: run refuses to start without it. Found by name:
+    // PostgreSQL 17 added a fourth argument (with a default).
+    let emit = client
+        .query_opt(
+            "SELECT p.oid::regprocedure::text, has_function_privilege(p.oid, 'EXECUTE') FROM pg_proc p
+             WHERE p.proname = 'pg_logical_emit_message' AND p.proargtypes[1] = 'text'::regtype AND p.proargtypes[2] = 'text'::regtype
+             ORDER BY p.pronargs LIMIT 1",
+            &[],
+        )
+        .await;
+    match emit {
+        Ok(Some(row)) if row.get::<_, bool>(1) => out
+            .ok("functions", format!("role {role} may execute {}, which confirms commits are durable", row.get::<_, String>(0))),
+        Ok(Some(row)) => {
+            let f: String = row.get(0);
+            out.failed(
+                "functions",
+                format!("role {role} lacks EXECUTE on {f}, needed to confirm commits are durable: GRANT EXECUTE ON FUNCTION {f} TO {role}"),
+            )
+        }
+        Ok(None) => out.failed("functions", "this PostgreSQL has no pg_logical_emit_message (9.6 or later has it)".into()),
+        Err(e) => out.failed("functions", e.to_string()),
     }
     partitions(&client, &role, out).await;
 }

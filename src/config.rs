@@ -296,7 +296,8 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
     pub database_url: DatabaseUrl,
 
-    /// Connections in the pool. Default: flush workers + 4.
+    /// Connections in the pool. Default: flush workers + 4. One more, of its own, confirms that
+    /// committed batches are durable (`sink::durability`).
     #[arg(long, env = "AURORE_DB_POOL_SIZE")]
     pub db_pool_size: Option<usize>,
 

@@ -25,8 +25,9 @@
 //!   [`kafka::topic_ids`] (Kafka's topic ids, which tell a topic created again),
 //!   [`kafka::liveness`] (a consumer stuck out of its group is recreated).
 //! - [`sink`]: [`sink::worker`] (retries, breaker, abort, reports) apart from
-//!   [`sink::transaction`] (fence, COPY or bisection, dead letters, counts), with every SQL text
-//!   in [`sink::sql`].
+//!   [`sink::transaction`] (fence, COPY or bisection, dead letters, counts, asynchronous COMMIT)
+//!   and [`sink::durability`] (one WAL flush confirms what the workers committed meanwhile; only
+//!   then is a batch reported), with every SQL text in [`sink::sql`].
 //! - [`pipeline`], the vocabulary both sides speak (pure): [`pipeline::offsets`] (fences, epochs,
 //!   starts), [`pipeline::batch`] (units, batches, reused row buffers), [`pipeline::handoff`] (the
 //!   one return path), [`pipeline::buffer`] (accounting, back-pressure), [`pipeline::breaker`].

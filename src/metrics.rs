@@ -37,6 +37,7 @@ pub struct Metrics {
     pub worker_flush_errors_total: IntCounterVec,
     pub worker_busy: IntGauge,
     pub offset_fence_conflicts_total: IntCounter,
+    pub worker_batches_not_durable_total: IntCounter,
 
     pub app_health_status: Gauge,
     pub circuit_breaker_state: IntGauge,
@@ -163,6 +164,10 @@ impl Metrics {
             offset_fence_conflicts_total: counter(
                 "offset_fence_conflicts_total",
                 "Units rolled back because consumer_offsets had moved on: another instance owns the partition.",
+            ),
+            worker_batches_not_durable_total: counter(
+                "worker_batches_not_durable_total",
+                "Committed batches PostgreSQL lost before they reached its disk (a crash): their events are read again from Kafka.",
             ),
 
             app_health_status: fgauge("app_health_status", "Overall health: 1 healthy, 0.5 degraded, 0 down."),

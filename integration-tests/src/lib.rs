@@ -711,6 +711,46 @@ pub fn stack_command(env: &Env, args: &[&str]) {
     assert!(status.success(), "scripts/stack {args:?} failed");
 }
 
+/// Sends `signal` (`STOP`, `KILL`, …) to processes of the local stack's PostgreSQL, by the pids
+/// `pg_stat_activity` shows (local-stack mode only: in a container they are another namespace's).
+pub fn signal_postgres(env: &Env, signal: &str, pids: &[i32]) {
+    assert_eq!(
+        env.stack.via, "the running stack",
+        "signalling PostgreSQL's processes needs the local stack (scripts/stack up), not {}",
+        env.stack.via
+    );
+    let status =
+        Command::new("kill").arg(format!("-{signal}")).args(pids.iter().map(|p| p.to_string())).status().expect("running kill");
+    assert!(status.success(), "kill -{signal} {pids:?} failed (the tests run as root, or as PostgreSQL's user)");
+}
+
+/// The pids of the local stack's PostgreSQL processes whose title (`postgres: walwriter`, …)
+/// is one of `titles`: children of the postmaster that runs `backend`, a pid of one of its
+/// backends (`pg_backend_pid()`). A role without `pg_read_all_stats` sees no background
+/// process's type in `pg_stat_activity`: `/proc` is asked.
+pub fn postgres_processes(backend: i32, titles: &[&str]) -> Vec<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).expect("the backend's /proc entry (local stack)");
+    // pid (comm) state ppid …: comm may hold spaces, so the fields after its ')' are split.
+    let postmaster: i32 =
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("ppid");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let (Ok(stat), Ok(cmdline)) =
+            (std::fs::read_to_string(entry.path().join("stat")), std::fs::read_to_string(entry.path().join("cmdline")))
+        else {
+            continue;
+        };
+        let parent =
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+        let title = cmdline.trim_end_matches('\0').trim();
+        if parent == Some(postmaster) && titles.iter().any(|t| title == format!("postgres: {t}")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 impl Env {
     /// Produces `messages` in the background, `chunk` at a time with `pause` between chunks,
     /// so that the stream keeps flowing while the test kills, restarts or cuts things off.

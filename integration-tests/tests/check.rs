@@ -60,6 +60,8 @@ async fn a_good_setup_passes_before_and_after_migrating() {
     assert!(text.contains("events, dead_letters, dead_letter_counts, consumer_offsets, event_counts, topic_ids"), "{text}");
     let (_, text) = line(&out, "postgresql");
     assert!(text.contains("as role aurore") && !text.contains(":aurore@"), "{text}");
+    let (_, text) = line(&out, "functions");
+    assert!(text.contains("may execute pg_logical_emit_message(boolean,text,text)"), "{text}");
     let (_, text) = line(&out, "partitions");
     assert!(text.starts_with("role aurore may create and drop the partitions") && text.contains("ahead"), "{text}");
 }

@@ -56,6 +56,8 @@ pub enum DbError {
     Build(String),
     #[error("{0}")]
     Refused(String),
+    #[error("{context}: no answer within {} s; tried again on a new connection", after.as_secs())]
+    TimedOut { context: &'static str, after: Duration },
 }
 
 impl From<refinery::Error> for DbError {
@@ -95,7 +97,7 @@ impl DbError {
         match self {
             DbError::Postgres { error, .. } => classify(error),
             DbError::Pool { error: PoolError::Backend(e), .. } => classify(e),
-            DbError::Pool { error: PoolError::Timeout(_), .. } => Class::Transient,
+            DbError::Pool { error: PoolError::Timeout(_), .. } | DbError::TimedOut { .. } => Class::Transient,
             DbError::Pool { .. } => Class::Fatal,
             DbError::Migration(_) | DbError::Build(_) | DbError::Refused(_) => Class::Fatal,
         }
@@ -496,16 +498,28 @@ fn column_mismatch(table: &str, columns: &[(String, String, bool, bool)]) -> Opt
 }
 
 /// `next_offset` of each listed partition that has a row, whichever group wrote it: the row is
-/// the partition's (migration V5).
+/// the partition's (migration V5). Durable when returned: a row written by an asynchronous
+/// commit not yet flushed (another instance's, `sink::durability`) is flushed first, by the
+/// commit of this read's own transaction, which writes a WAL record so that its commit waits
+/// for the flush past everything it saw. Otherwise a crash could take back a position this
+/// process already starts from, with nothing left to tell it.
 pub async fn load_offsets(pool: &Pool, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, DbError> {
-    let client = pool.get().await.map_err(DbError::pool("reading consumer offsets"))?;
-    let rows = client
+    let mut client = pool.get().await.map_err(DbError::pool("reading consumer offsets"))?;
+    let tx = client.transaction().await.map_err(DbError::pg("reading consumer offsets"))?;
+    let rows = tx
         .query(
             "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1 AND partition = ANY($2)",
             &[&topic, &partitions],
         )
         .await
         .map_err(DbError::pg("reading consumer offsets"))?;
+    tx.batch_execute(
+        "SELECT pg_logical_emit_message(true, 'aurore.durable', ''),
+                CASE WHEN current_setting('synchronous_commit') = 'off' THEN set_config('synchronous_commit', 'on', true) END",
+    )
+    .await
+    .map_err(DbError::pg("reading consumer offsets"))?;
+    tx.commit().await.map_err(DbError::pg("reading consumer offsets"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

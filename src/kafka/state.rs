@@ -390,7 +390,7 @@ impl PollerState {
             if self.tracker.is_assigned(&u.topic, u.partition, u.epoch) && !self.tracker.is_refused(&u.topic, u.partition) {
                 match report.outcome {
                     Outcome::Persisted => self.commits.persisted(&u.topic, u.partition, u.next_offset),
-                    Outcome::Fenced => self.lost_fence(&u.topic.clone(), u.partition),
+                    Outcome::Fenced | Outcome::NotDurable => self.lost_fence(&u.topic.clone(), u.partition),
                     Outcome::Abandoned => {}
                 }
             }

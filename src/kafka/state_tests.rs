@@ -126,6 +126,28 @@ fn a_fence_conflict_drops_the_partition_and_resumes_from_postgresql() {
     assert_eq!(sent[0].units[0].fence, Fence::At(20), "the next batch fences on what the other consumer stored");
 }
 
+/// A batch PostgreSQL acknowledged and then lost in a crash (asynchronous commit,
+/// `sink::durability`): nothing of it reaches Kafka, and the partition is read again from where
+/// PostgreSQL has it, the lost events included.
+#[test]
+fn a_commit_postgresql_lost_is_read_again_from_where_it_stands() {
+    let mut s = state(100);
+    let now = Instant::now();
+    assign(&mut s, 0, Start::Stored(10));
+    take(&mut s, 0, 10..13);
+    let (mut sent, _) = commands(&mut s, now);
+    s.completed(Report { units: sent.pop().unwrap().units, outcome: Outcome::NotDurable });
+    assert_eq!((s.buffered(), s.in_flight_total()), (0, 0));
+    let commits: Vec<(i32, i64)> = s.final_commits().iter().map(|(_, p, n)| (*p, *n)).collect();
+    assert_eq!(commits, [(0, 10)], "nothing of a lost batch is committed to Kafka");
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[0])), "{cmds:?}");
+    assert_eq!(s.unresolved(), parts(&[0]));
+    s.resolved("events", 0, Start::Stored(10));
+    let (_, cmds) = commands(&mut s, now);
+    assert!(matches!(&cmds[..], [Command::Seek { partition: 0, offset: 10, .. }, Command::Resume(_)]), "{cmds:?}");
+}
+
 #[test]
 fn a_revocation_waits_for_the_batch_in_flight_and_commits_it() {
     let mut s = state(100);

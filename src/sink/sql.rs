@@ -39,3 +39,26 @@ pub const UPSERT_COUNTS: &str = "INSERT INTO event_counts (service, event_type, 
      SELECT u.service, u.event_type, timestamptz 'epoch' + u.hour * interval '1 microsecond', u.n
      FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(service, event_type, hour, n)
      ON CONFLICT (service, event_type, hour) DO UPDATE SET events = event_counts.events + EXCLUDED.events";
+
+/// Confirms asynchronously committed batches ([`durability`](super::durability)), run alone in
+/// its own implicit transaction. A transactional logical message (an empty one, prefix
+/// `aurore.durable`; logical decoding clients see it) gives that transaction a transaction id
+/// and a WAL record of its own, which together make its COMMIT wait for the WAL flush past it,
+/// and so past every commit before it (`txid_current()` alone does not: PostgreSQL flushes at
+/// commit only for a transaction that wrote WAL, `RecordTransactionCommit` in xact.c). Returns
+/// the message's LSN and the 1-based positions (ascending) of the listed partitions that
+/// `consumer_offsets` holds short of their `next_offset`, or not at all. A session whose
+/// `synchronous_commit` is `off` (the role's or the database's setting) gets `on` for this
+/// transaction: any other value waits for the local flush at least. `$1` topics, `$2`
+/// partitions, `$3` next offsets.
+pub const CONFIRM_DURABLE: &str = "SELECT pg_logical_emit_message(true, 'aurore.durable', ''),
+       ARRAY(
+       SELECT u.i FROM unnest($1::text[], $2::int4[], $3::int8[]) WITH ORDINALITY AS u(topic, partition, next_offset, i)
+       WHERE NOT EXISTS (SELECT 1 FROM consumer_offsets o
+                         WHERE o.topic = u.topic AND o.partition = u.partition AND o.next_offset >= u.next_offset)
+       ORDER BY u.i),
+       CASE WHEN current_setting('synchronous_commit') = 'off' THEN set_config('synchronous_commit', 'on', true) END";
+
+/// Makes a batch's COMMIT return without waiting for its WAL flush; the flush is waited for by
+/// [`CONFIRM_DURABLE`], once for every batch committed meanwhile.
+pub const ASYNCHRONOUS_COMMIT: &str = "SET LOCAL synchronous_commit = off";

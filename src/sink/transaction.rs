@@ -1,7 +1,8 @@
 //! One batch's transaction: fence the offsets first (it also locks this partition's offset
 //! row, so a zombie and the new owner serialise on it), then COPY the rows — or, once a row
 //! was refused, COPY under savepoints that isolate the refused rows — insert the dead letters,
-//! upsert the hourly counts, COMMIT. Nothing here retries: [`sink::worker`](super::worker)
+//! upsert the hourly counts, COMMIT, asynchronously ([`sink::durability`](super::durability)
+//! confirms it). Nothing here retries: [`sink::worker`](super::worker)
 //! decides that, through [`db::classify`](crate::db::classify).
 //!
 //! Every statement is prepared once per connection (deadpool's statement cache): a statement
@@ -52,6 +53,11 @@ pub async fn attempt(
 ) -> Result<Rejected, Failure> {
     let mut client = pool.get().await.map_err(DbError::pool("persisting a batch"))?;
     let mut tx = client.transaction().await.map_err(DbError::pg("beginning a transaction"))?;
+    // Durable once confirmed by sink::durability, not at COMMIT; but a partition's first
+    // batch at once: lost, the partition would start from Kafka's committed offset, past it.
+    if units.iter().all(|u| u.fence != Fence::Absent) {
+        tx.batch_execute(sql::ASYNCHRONOUS_COMMIT).await.map_err(DbError::pg("beginning a transaction"))?;
+    }
     let lost = fence(&tx, group, units).await?;
     if !lost.is_empty() {
         tx.rollback().await.map_err(DbError::pg("rolling back a fenced batch"))?;

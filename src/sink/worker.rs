@@ -40,6 +40,22 @@ pub struct Shared {
     pub partitions_missing: Arc<tokio::sync::Notify>,
 }
 
+/// A batch whose transaction has committed asynchronously, for
+/// [`durability`](super::durability) to confirm: durable once confirmed.
+pub struct Committed {
+    pub units: Vec<Unit>,
+    /// The rows PostgreSQL refused (stored as dead letters by the same transaction).
+    pub rejected: Rejected,
+    /// When the worker took the batch: `worker_batch_processing_seconds` runs to its
+    /// confirmation.
+    pub started: Instant,
+    /// When its COMMIT returned.
+    pub committed: std::time::Instant,
+}
+
+/// The workers' end of the way to [`durability`](super::durability).
+pub type Confirmations = tokio::sync::mpsc::UnboundedSender<Committed>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("PostgreSQL at {database} refuses aurore's work and retrying cannot help: {error}")]
@@ -48,7 +64,14 @@ pub enum SinkError {
     Aborted(String),
 }
 
-pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch>) -> Result<(), SinkError> {
+/// Persists what arrives on `batches` until the channel closes; each committed batch goes to
+/// `confirmations` ([`durability`](super::durability)), which acknowledges it once durable.
+pub async fn run(
+    id: usize,
+    shared: Shared,
+    mut batches: UnboundedReceiver<Batch>,
+    confirmations: Confirmations,
+) -> Result<(), SinkError> {
     // The poll thread closes the channel once everything is flushed. On abort the worker leaves
     // without it: a poll thread that stopped answering never closes it.
     loop {
@@ -72,7 +95,7 @@ pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch
             }
         };
         shared.metrics.worker_busy.inc();
-        let result = persist(&shared, batch).await;
+        let result = persist(&shared, batch, &confirmations).await;
         shared.metrics.worker_busy.dec();
         if let Err(e) = result {
             tracing::error!(worker = id, error = %e, "flush worker stopped; not retried, aurore stops");
@@ -87,7 +110,7 @@ pub async fn run(id: usize, shared: Shared, mut batches: UnboundedReceiver<Batch
     Ok(())
 }
 
-async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
+async fn persist(shared: &Shared, batch: Batch, confirmations: &Confirmations) -> Result<(), SinkError> {
     let started = Instant::now();
     let mut units = batch.units;
     let mut isolate = false;
@@ -108,7 +131,12 @@ async fn persist(shared: &Shared, batch: Batch) -> Result<(), SinkError> {
             Ok(rejected) => {
                 shared.breaker.success();
                 shared.metrics.database_connection_up.set(1);
-                acknowledge(shared, units, &rejected, started);
+                if let Err(unconfirmed) =
+                    confirmations.send(Committed { units, rejected, started, committed: std::time::Instant::now() })
+                {
+                    // Only when aborting: the confirming task is gone.
+                    return abandoned(shared, unconfirmed.0.units, SinkError::Aborted("committed, not confirmed durable".into()));
+                }
                 return Ok(());
             }
             Err(Failure::Fenced(lost)) => {
@@ -184,8 +212,8 @@ fn abandoned(shared: &Shared, units: Vec<Unit>, e: SinkError) -> Result<(), Sink
     Err(e)
 }
 
-/// After COMMIT: metrics, then the report to the poll thread.
-fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected, started: Instant) {
+/// Once the batch's COMMIT is durable: metrics, then the report to the poll thread.
+pub(super) fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected, started: Instant) {
     let m = &shared.metrics;
     let now = now_micros();
     let (e2e, ingest) = (m.event_end_to_end_latency_seconds.local(), m.event_ingest_latency_seconds.local());
@@ -228,13 +256,13 @@ fn fenced(shared: &Shared, units: Vec<Unit>) {
             Fence::Absent => None,
         };
         tracing::warn!(topic = %u.topic, partition = u.partition, expected_offset, dropped = u.messages,
-            "partition was moved on by another consumer; dropping its buffered events");
+            "partition was moved on by another consumer (or PostgreSQL lost a commit in a crash); dropping its buffered events and reading where it stands");
     }
     report(shared, units, Outcome::Fenced);
 }
 
 /// Hands units back to the poll thread. If it is gone, the app is stopping and nobody needs them.
-fn report(shared: &Shared, units: Vec<Unit>, outcome: Outcome) {
+pub(super) fn report(shared: &Shared, units: Vec<Unit>, outcome: Outcome) {
     if !units.is_empty() {
         let _ = shared.reports.send(Report { units, outcome });
     }
