@@ -32,7 +32,7 @@
 //! ([`transaction::attempt`](super::transaction::attempt)): were it lost, the partition would
 //! start from Kafka's committed offset again, past it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -150,11 +150,19 @@ async fn confirm(pool: &Pool, pending: &[Committed]) -> Result<Vec<usize>, DbErr
         }
     };
     let short: Vec<i64> = row.get(1);
-    let mut unconfirmed: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].committed < opened).collect();
-    unconfirmed.extend(short.into_iter().map(|k| batch[k as usize - 1]));
-    unconfirmed.sort_unstable();
-    unconfirmed.dedup();
-    Ok(unconfirmed)
+    Ok(unconfirmed(pending.iter().map(|c| c.committed), opened, &short, &batch))
+}
+
+/// The indexes (ascending, once each) of the batches a confirmation leaves unconfirmed: those
+/// whose COMMIT returned (`committed`, in the batches' order) before the confirming connection
+/// was opened, and those with a unit among `short` (1-based positions of units, as
+/// [`sql::CONFIRM_DURABLE`] returns them; `batch` holds each unit's batch index).
+fn unconfirmed(committed: impl Iterator<Item = Instant>, opened: Instant, short: &[i64], batch: &[usize]) -> Vec<usize> {
+    let mut found: Vec<usize> = committed.enumerate().filter(|(_, at)| *at < opened).map(|(i, _)| i).collect();
+    found.extend(short.iter().map(|&k| batch[k as usize - 1]));
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 fn not_durable(shared: &Shared, units: Vec<Unit>) {
@@ -180,3 +188,7 @@ fn abandon(shared: &Shared, pending: Vec<Committed>, why: String) -> Result<(), 
     }
     Err(SinkError::Aborted(format!("{batches} committed batches not confirmed durable ({why}); Kafka has them")))
 }
+
+#[cfg(test)]
+#[path = "durability_tests.rs"]
+mod tests;
