@@ -314,7 +314,7 @@ impl Metrics {
             ),
             registry,
         };
-        for table in crate::partitions::TABLES {
+        for table in crate::db::PARTITIONED_TABLES {
             m.table_partitions_created_total.with_label_values(&[table]);
             m.table_partitions_dropped_total.with_label_values(&[table]);
         }

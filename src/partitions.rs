@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The partitioned tables (migration V8).
-pub const TABLES: [&str; 2] = ["events", "dead_letters"];
+pub use crate::db::PARTITIONED_TABLES as TABLES;
 
 /// Arbitrary, fixed: one instance at a time maintains a database's partitions.
 const MAINTENANCE_LOCK: i64 = 0x6175_726f_7270; // "aurorp"

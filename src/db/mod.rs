@@ -203,6 +203,10 @@ pub fn classify(e: &tokio_postgres::Error) -> Class {
     }
 }
 
+/// The tables range-partitioned by `received_at` (migration V8), which
+/// [`partitions`](crate::partitions) maintains and [`metrics`](crate::metrics) labels.
+pub const PARTITIONED_TABLES: [&str; 2] = ["events", "dead_letters"];
+
 /// A pool of connections; TLS as the URL's sslmode says ([`Tls`]).
 pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, DbError> {
     let mut config = url.config.clone();
