@@ -167,7 +167,7 @@ impl Metrics {
             ),
             worker_batches_not_durable_total: counter(
                 "worker_batches_not_durable_total",
-                "Committed batches PostgreSQL lost before they reached its disk (a crash): their events are read again from Kafka.",
+                "Committed batches not confirmed durable (PostgreSQL restarted, or the confirming connection was lost, before a flush past them): their partitions are read again from PostgreSQL, and what it lost from Kafka.",
             ),
 
             app_health_status: fgauge("app_health_status", "Overall health: 1 healthy, 0.5 degraded, 0 down."),

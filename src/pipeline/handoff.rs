@@ -17,8 +17,9 @@ pub enum Outcome {
     /// Rolled back: `consumer_offsets` no longer held the unit's fence (another consumer moved
     /// the partition on). The events were not stored by this transaction.
     Fenced,
-    /// Committed, but lost by PostgreSQL before it reached the disk (a crash; the batch had
-    /// committed asynchronously, [`sink::durability`](crate::sink::durability)): as for
+    /// Committed, but not confirmed durable: PostgreSQL may have lost it before it reached the
+    /// disk (a restart, or the confirming connection lost; the batch had committed
+    /// asynchronously, [`sink::durability`](crate::sink::durability)): as for
     /// [`Outcome::Fenced`], the partition's position is read again from `consumer_offsets`.
     NotDurable,
     /// Not persisted by this process (fatal error, or the shutdown timeout passed): the events
