@@ -14,6 +14,11 @@ default) and unpartitioned (the schema through V7, run with --no-migrate):
    end, when partitions finish one by one and one flush worker may be left alone: that is reported apart, as
    the tail).
 4. COPY rate again, into the table now 2 N rows large; disk bytes per event (tables, indexes, TOAST / rows).
+5. P interleaved pairs (--soak-pairs, default 3): a topic of a million events drained into a new, empty database
+   of the layout and into the grown one, in alternating order (growth_pairs). The first and the last million of
+   step 3 are minutes apart, and this machine has fast and slow phases of minutes (scripts/copy-growth: a heap
+   with no index, autovacuum off, went 265 k, 167 k, 142 k, then 226 k, 233 k rows/s): the pairs' ratio is the
+   table's growth with the phases falling on both sides.
 Targets: the last million drains at >= 0.8 x the first, and at >= 0.8 x the COPY rate at the end.
 Prints a table; writes .bench/<time>/soak.json and soak.png. Needs ~70 bytes of disk per event in Kafka and
 ~700 per row and layout in PostgreSQL (20 M: ~1.5 GB + 2 x 29 GB; one layout's database is dropped before the next).
@@ -85,27 +90,65 @@ def autovacuums(db):
     return int(done), int(running)
 
 
-def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval=None):
-    db, group = f"soak_{layout}_{stamp}", f"soak-{layout}-{stamp}"
+def schema(db, layout):
+    """A new database `db` with `layout`'s schema; aurore's extra arguments for it."""
     psql("aurore_events", f"CREATE DATABASE {db}")
-    extra = []
     if layout == "partitioned":
-        extra = ["--partition-interval", interval] if interval else []
         subprocess.run([str(BIN), "migrate"], check=True, env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
-    else:
-        for v in sorted((ROOT / "migrations").glob("V[1-7]__*.sql"), key=lambda p: int(p.name[1:].split("__")[0])):
-            psql(db, v.read_text())
-        extra = ["--no-migrate"]
+        return []
+    for v in sorted((ROOT / "migrations").glob("V[1-7]__*.sql"), key=lambda p: int(p.name[1:].split("__")[0])):
+        psql(db, v.read_text())
+    return ["--no-migrate"]
+
+
+def partitions_every(db, layout, interval):
+    """With an `interval`, the partitioned layout's partitions from now on made `interval` long: aurore's extra
+    arguments for it."""
+    if layout != "partitioned" or not interval:
+        return []
+    # V8's first partitions (today and tomorrow, empty) would take the whole drain: aurore makes its own.
+    for name in psql(db, "SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent IN "
+                         "('events'::regclass, 'dead_letters'::regclass)").split():
+        if psql(db, f"SELECT NOT EXISTS (SELECT 1 FROM {name})") == "t":
+            psql(db, f"DROP TABLE {name}")
+    subprocess.run([str(BIN), "migrate", "--partition-interval", interval], check=True,
+                   env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
+    return ["--partition-interval", interval]
+
+
+def growth_pairs(db, layout, interval, extra, pair_topics, stamp, out_dir, http):
+    """Interleaved pairs, one per topic of `pair_topics` (a million events each): the topic drained into a new,
+    empty database of `layout`, and into `db` (grown by the soak), in alternating order. Returns the pairs of
+    rates (events/s from the first commit): their ratio tells the table's growth apart from the machine's fast
+    and slow phases, which a first million against a last one, minutes apart, cannot."""
+    pairs = []
+    for i, topic in enumerate(pair_topics):
+        rates = {}
+        for side in (("empty", "grown") if i % 2 == 0 else ("grown", "empty")):
+            if side == "empty":
+                target = f"soak_empty_{layout}_{stamp}_{i}"
+                args = schema(target, layout) + partitions_every(target, layout, interval)
+            else:
+                target, args = db, extra
+            aurore, _, f = drain(BIN, topic, MILLION, target, f"soak-{side}-{layout}-{stamp}-{i}", http,
+                                 out_dir / f"soak-{layout}-{side}-{i}.log", args)
+            aurore.terminate()
+            aurore.wait(60)
+            if side == "empty":
+                psql("aurore_events", f"DROP DATABASE {target}")
+            rates[side] = f["drain_events_per_s_after_first_commit"]
+        pairs.append((rates["empty"], rates["grown"]))
+        log(f"{layout}: pair {i + 1}: a million into an empty database {rates['empty']:,.0f}/s, into the grown one "
+            f"{rates['grown']:,.0f}/s ({rates['grown'] / rates['empty']:.2f})")
+    return pairs
+
+
+def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval=None, pair_topics=()):
+    db, group = f"soak_{layout}_{stamp}", f"soak-{layout}-{stamp}"
+    extra = schema(db, layout)
     log(f"{layout}: pre-filling {n:,} rows")
     prefill(db, layout, n)
-    if layout == "partitioned" and interval:
-        # V8's first partitions (today and tomorrow, empty) would take the whole drain: aurore makes its own.
-        for name in psql(db, "SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent IN "
-                             "('events'::regclass, 'dead_letters'::regclass)").split():
-            if psql(db, f"SELECT NOT EXISTS (SELECT 1 FROM {name})") == "t":
-                psql(db, f"DROP TABLE {name}")
-        subprocess.run([str(BIN), "migrate", "--partition-interval", interval], check=True,
-                       env=dict(ENV, DATABASE_URL=f"{PG}/{db}", RUST_LOG="warn"))
+    extra += partitions_every(db, layout, interval)
     result = {"layout": layout, "prefill_rows": n, "disk_bytes_before": disk_bytes(db),
               "partition_interval": (interval or "1d") if layout == "partitioned" else None}
     result["copy_rows_per_s_start"] = copy_rate(db, ceiling_file, MILLION)
@@ -144,6 +187,9 @@ def layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval=No
     result["last3_vs_first3"] = statistics.median(rates[-k:]) / statistics.median(rates[:k])
     log(f"{layout}: first million {rates[0]:,.0f}/s, last {rates[-1]:,.0f}/s ({result['last_vs_first']:.2f}); COPY "
         f"at the end {result['copy_rows_per_s_end']:,.0f} rows/s ({result['last_vs_copy_end']:.2f})")
+    if pair_topics:
+        result["growth_pairs"] = growth_pairs(db, layout, interval, extra, pair_topics, stamp, out_dir, http)
+        result["grown_vs_empty"] = statistics.median(g / e for e, g in result["growth_pairs"])
     psql("aurore_events", f"DROP DATABASE {db}")
     return result
 
@@ -174,12 +220,13 @@ def chart(results, path):
     fig.savefig(path, dpi=100)
 
 
-def main(n, interval=None, layouts=("partitioned", "unpartitioned")):
+def main(n, interval=None, layouts=("partitioned", "unpartitioned"), pairs=3):
     """`interval`: aurore's --partition-interval in the partitioned layout's drain (default a day, aurore's). The
     drain compresses time: N events that a stream of N a day would bring in a day arrive in a few minutes, so a
     day's partition grows to N rows during the drain. An interval of the drain's time / 24 makes the partitions
     hourly ones of such a stream, each holding about N / 24 rows. The pre-fill stays daily.
-    `layouts`: which of the two to run, in that order."""
+    `layouts`: which of the two to run, in that order. `pairs`: how many interleaved pairs of a million into an
+    empty database and into the grown one follow each layout's drain (growth_pairs)."""
     if not set(layouts) <= {"partitioned", "unpartitioned"}:
         sys.exit(f"--soak-layouts: unknown layout in {','.join(layouts)} (partitioned, unpartitioned)")
     n = max(MILLION, n // MILLION * MILLION)
@@ -193,6 +240,11 @@ def main(n, interval=None, layouts=("partitioned", "unpartitioned")):
     create_topic(topic)
     log(f"producing a backlog of {n + MILLION:,} events to {topic}")
     run([str(BIN), "produce", "--topic", topic, "--count", str(n + MILLION), "--id-ratio", "0.5"])
+    # Each pair drains a topic of its own: a topic drained once into the grown database is stored there.
+    pair_topics = [f"soak-{stamp}-pair-{i}" for i in range(pairs)]
+    for t in pair_topics:
+        create_topic(t)
+        run([str(BIN), "produce", "--topic", t, "--count", str(MILLION), "--id-ratio", "0.5"])
     # The COPY rate's rows: a million made like the pre-fill, as a binary COPY file.
     scratch = f"soak_scratch_{stamp}"
     psql("aurore_events", f"CREATE DATABASE {scratch}")
@@ -205,10 +257,11 @@ def main(n, interval=None, layouts=("partitioned", "unpartitioned")):
                         "WITH (FORMAT binary)"], check=True, env=ENV, stdout=f)
     psql("aurore_events", f"DROP DATABASE {scratch}")
     http = "127.0.0.1:3198"
-    results = [layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval)
+    results = [layout_run(layout, n, topic, ceiling_file, stamp, out_dir, http, interval, pair_topics)
                for layout in layouts]
     ceiling_file.unlink()
-    delete_topic(topic)
+    for t in [topic, *pair_topics]:
+        delete_topic(t)
     (out_dir / "soak.json").write_text(json.dumps(results, indent=1))
     chart(results, out_dir / "soak.png")
     print(f"\nsoak: {n:,} rows pre-filled, then {n:,} drained (rows/s); partitioned: --partition-interval "
@@ -224,4 +277,8 @@ def main(n, interval=None, layouts=("partitioned", "unpartitioned")):
         print(f"  {'':<14} each million: {', '.join(f'{x:,.0f}' for x in rates)}; then the tail (the drain's last "
               f"million): {r['tail_rate']:,.0f}; first commit {r['first_commit_seconds']:.1f} s after start; "
               f"autovacuums of events meanwhile: {r['autovacuums_during_drain']}")
+        if r.get("growth_pairs"):
+            print(f"  {'':<14} interleaved pairs, a million into an empty database / into the grown one (events/s): "
+                  f"{', '.join(f'{e:,.0f} / {g:,.0f}' for e, g in r['growth_pairs'])}; grown / empty, median "
+                  f"{r['grown_vs_empty']:.2f}")
     print(f"  results: {out_dir / 'soak.json'}, chart: {out_dir / 'soak.png'}")
