@@ -11,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, LogFormat, MigrateArgs, RunArgs};
+use crate::config::{ArchiveArgs, Cli, Command, ConfigError, DatabaseUrl, LogFormat, MigrateArgs, RunArgs, redact_kafka_error};
 use crate::db;
 use crate::health::{Health, KafkaState};
 use crate::kafka::client::{Quiet, client_config};
@@ -175,7 +175,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 fn kafka_settings(args: &RunArgs) -> Result<Option<std::thread::JoinHandle<()>>, ConfigError> {
     let client = client_config(args)
         .create_with_context::<_, BaseConsumer<Quiet>>(Quiet)
-        .map_err(|e| ConfigError(format!("Kafka settings: {e}")))?;
+        .map_err(|e| ConfigError(format!("Kafka settings: {}", redact_kafka_error(&args.kafka_config, &e))))?;
     // Without a thread to be had, the client is destroyed here, which only takes longer.
     Ok(std::thread::Builder::new().name("kafka-validate".into()).spawn(move || drop(client)).ok())
 }
@@ -343,9 +343,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         partitions_missing,
         dead_letter_topic: match &args.dead_letter_topic {
             None => None,
-            Some(topic) => {
-                Some(Arc::new(DeadLetterTopic::new(&args, topic).map_err(|e| ConfigError(format!("--dead-letter-topic: {e}")))?))
-            }
+            Some(topic) => Some(Arc::new(
+                DeadLetterTopic::new(&args, topic)
+                    .map_err(|e| ConfigError(format!("--dead-letter-topic: {}", redact_kafka_error(&args.kafka_config, &e))))?,
+            )),
         },
     };
     let mut workers = JoinSet::new();

@@ -21,7 +21,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, redact_kafka_error};
 use crate::db::{self, MigrationRecord};
 use crate::kafka::client::{Quiet, client_config};
 
@@ -114,7 +114,8 @@ fn fetch_metadata(args: &RunArgs, brokers: &str) -> Result<Metadata, String> {
     let mut config = client_config(args);
     // librdkafka's own complaints would repeat on stderr what the line says.
     config.set("bootstrap.servers", brokers).set_log_level(RDKafkaLogLevel::Emerg);
-    let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer<Quiet> =
+        config.create_with_context(Quiet).map_err(|e| redact_kafka_error(&args.kafka_config, &e))?;
     consumer.fetch_metadata(None, KAFKA_TIMEOUT).map_err(|e| format!("{e} (within {} s)", KAFKA_TIMEOUT.as_secs()))
 }
 

@@ -665,6 +665,41 @@ impl fmt::Debug for KafkaSetting {
     }
 }
 
+/// The text of an error from creating a Kafka client whose settings include `settings`, with
+/// every occurrence of a setting's value, as a word of its own, replaced by `<redacted>`.
+/// librdkafka's text of a setting it refuses ends with the value
+/// (`Client config error: No such configuration property: "sasl.pasword" sasl.pasword <value>`,
+/// or `Invalid value "<value>" for configuration property …`), and the value of a mistyped key
+/// or of a refused setting may be a password. Longer values are taken out first, so that one
+/// value within another leaves no part of it.
+pub fn redact_kafka_error(settings: &[KafkaSetting], error: &dyn fmt::Display) -> String {
+    let mut text = error.to_string();
+    let mut values: Vec<&str> = settings.iter().map(|s| s.value.as_str()).filter(|v| !v.is_empty()).collect();
+    values.sort_unstable_by_key(|v| std::cmp::Reverse(v.len()));
+    for value in values {
+        text = redact_word(&text, value);
+    }
+    text
+}
+
+/// `text` with each occurrence of `word` not inside a longer word (no letter, digit or `_` on
+/// either side) replaced by `<redacted>`.
+fn redact_word(text: &str, word: &str) -> String {
+    let inside = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (rest[..at].chars().next_back(), rest[at + word.len()..].chars().next());
+        let whole = !(inside(before) && word.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+            && !(inside(after) && word.ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { "<redacted>" } else { word });
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Parses `--kafka-config` without clap's usual error, which repeats the value.
 #[derive(Clone)]
 struct KafkaSettingParser;

@@ -255,3 +255,51 @@ fn bad_usage_is_one_line() {
         assert!(line.contains(says), "{argv:?}: {line}");
     }
 }
+
+/// librdkafka's own refusals of settings (a mistyped key, a bad value, for properties of every
+/// kind) never carry a value out once redacted: values generated with letters, digits and
+/// punctuation, against the real library.
+#[test]
+fn librdkafka_refusals_are_redacted_of_every_value() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::BaseConsumer;
+    let keys = ["sasl.pasword", "sasl.password.x", "security.protocol", "ssl.key.password", "sasl.mechanism", "fetch.min.bytes"];
+    let alphabet: Vec<char> = "abcXYZ019_-.@:/+=!\"' é".chars().collect();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut refused = 0;
+    for case in 0..300 {
+        let len = 1 + case % 24;
+        let mut value = String::new();
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            value.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+        }
+        let value = value.trim().to_owned();
+        if value.len() < 4 {
+            continue;
+        }
+        let setting = KafkaSetting { key: keys[case % keys.len()].to_owned(), value: value.clone() };
+        let mut c = ClientConfig::new();
+        c.set("group.id", "g").set(&setting.key, &setting.value);
+        let Err(e) = c.create::<BaseConsumer>() else { continue };
+        refused += 1;
+        let text = redact_kafka_error(std::slice::from_ref(&setting), &e);
+        assert!(!text.contains(&value), "{value:?} in {text:?}");
+        assert!(text.contains(&setting.key) || text.contains("Client"), "the refusal still says what: {text:?}");
+    }
+    assert!(refused > 100, "only {refused} settings refused");
+    // The two the newcomer trial found, word for word.
+    let s = |k: &str, v: &str| KafkaSetting { key: k.into(), value: v.into() };
+    let refusal = |k: &str, v: &str| ClientConfig::new().set(k, v).create::<BaseConsumer>().err().expect("refused");
+    let e = refusal("sasl.pasword", "TopSecret99");
+    assert_eq!(
+        redact_kafka_error(&[s("sasl.pasword", "TopSecret99")], &e),
+        "Client config error: No such configuration property: \"sasl.pasword\" sasl.pasword <redacted>"
+    );
+    let e = refusal("security.protocol", "bogus");
+    assert!(!redact_kafka_error(&[s("security.protocol", "bogus")], &e).contains("bogus"));
+    // A value found inside a longer word is that word, not the value, and stays.
+    assert_eq!(redact_word("Client config: abc abcd xabc abc.", "abc"), "Client config: <redacted> abcd xabc <redacted>.");
+}

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Statistics};
 
-use crate::config::{KafkaSetting, ProduceArgs};
+use crate::config::{KafkaSetting, ProduceArgs, redact_kafka_error};
 
 #[derive(Default)]
 struct Counts {
@@ -51,8 +51,9 @@ impl ProducerContext for Delivery {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
+    /// librdkafka's refusal, its values redacted ([`redact_kafka_error`]).
     #[error("invalid Kafka producer settings: {0}")]
-    Config(KafkaError),
+    Config(String),
     #[error("cannot read {0}: {1}")]
     Input(String, std::io::Error),
     #[error("{0} of {1} messages were not delivered")]
@@ -88,8 +89,9 @@ pub fn run(args: ProduceArgs) -> Result<Summary, ProduceError> {
     for KafkaSetting { key: k, value: v } in &args.kafka_config {
         config.set(k, v);
     }
-    let producer: ThreadedProducer<Delivery> =
-        config.create_with_context(Delivery(counts.clone())).map_err(ProduceError::Config)?;
+    let producer: ThreadedProducer<Delivery> = config
+        .create_with_context(Delivery(counts.clone()))
+        .map_err(|e| ProduceError::Config(redact_kafka_error(&args.kafka_config, &e)))?;
     // Connected, and the topic exists, before the first event is stamped: events must not wait
     // in the queue for the connection (that would count as end-to-end latency downstream), and
     // a missing topic is said at once instead of after message.timeout.ms.

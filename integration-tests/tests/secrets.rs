@@ -165,6 +165,28 @@ async fn no_password_in_any_output() {
         t,
     ));
 
+    // librdkafka's refusal of a setting ends with its value: a mistyped password key, and the
+    // password given as a value librdkafka refuses (the newcomer trial's finding).
+    for (i, refused) in [format!("sasl.pasword={secret}"), format!("security.protocol={secret}")].iter().enumerate() {
+        for cmd in ["run", "check"] {
+            outputs.push(run(
+                &format!("librdkafka refuses {i} ({cmd})"),
+                &[cmd, "--database-url", &right_db, "--kafka-config", refused],
+                &[],
+                None,
+                t,
+            ));
+        }
+        outputs.push(run(
+            &format!("librdkafka refuses {i} (AURORE_KAFKA_CONFIG)"),
+            &["run", "--database-url", &right_db],
+            &[("AURORE_KAFKA_CONFIG", refused)],
+            None,
+            t,
+        ));
+        outputs.push(run(&format!("librdkafka refuses {i} (produce)"), &["produce", "--kafka-config", refused], &[], None, t));
+    }
+
     // --help with every variable set.
     let vars =
         [("DATABASE_URL", unreachable_url.as_str()), ("AURORE_KAFKA_CONFIG", sasl_env.as_str()), ("PGPASSWORD", secret.as_str())];
@@ -281,6 +303,9 @@ async fn no_password_in_any_output() {
     };
     said("bad URL 0 (run)", "invalid value for --database-url");
     said("bad --kafka-config 0", "invalid value for --kafka-config");
+    said("librdkafka refuses 0 (run)", "sasl.pasword <redacted>");
+    said("librdkafka refuses 0 (check)", "sasl.pasword");
+    said("librdkafka refuses 1 (produce)", "security.protocol");
     said("migrate, wrong password in the URL (json)", "password authentication failed");
     said("migrate, wrong PGPASSWORD (text)", "password authentication failed");
     said("migrate, PostgreSQL unreachable (text)", "cannot connect");

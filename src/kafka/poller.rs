@@ -19,7 +19,7 @@ use rdkafka::message::Message as _;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, redact_kafka_error};
 use crate::health::{Health, KafkaState};
 use crate::kafka::client::{Context, client_config};
 use crate::kafka::core::{self, Core};
@@ -77,8 +77,9 @@ pub struct Parts {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
+    /// librdkafka's refusal, its values redacted ([`redact_kafka_error`]).
     #[error("invalid Kafka configuration: {0}")]
-    Config(KafkaError),
+    Config(String),
     #[error("Kafka: {0}")]
     Kafka(KafkaError),
     #[error("shutdown timed out with {0} batches not persisted; they will be read again from Kafka")]
@@ -158,8 +159,9 @@ impl ClientParts {
             self.metrics.clone(),
             self.health.clone(),
         );
-        let consumer: BaseConsumer<Context> =
-            client_config(&self.args).create_with_context(context).map_err(ConsumerError::Config)?;
+        let consumer: BaseConsumer<Context> = client_config(&self.args)
+            .create_with_context(context)
+            .map_err(|e| ConsumerError::Config(redact_kafka_error(&self.args.kafka_config, &e)))?;
         let messages = MessageQueue::new(&consumer);
         consumer.context().messages.set(&messages);
         Ok((consumer, messages))
