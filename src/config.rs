@@ -686,12 +686,13 @@ pub fn redact_kafka_error(settings: &[KafkaSetting], error: &dyn fmt::Display) -
 /// either side) replaced by `<redacted>`.
 fn redact_word(text: &str, word: &str) -> String {
     let inside = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    // A value that begins (ends) with punctuation is whole whatever precedes (follows) it.
+    let (open_start, open_end) = (inside(word.chars().next()), inside(word.chars().next_back()));
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(word) {
         let (before, after) = (rest[..at].chars().next_back(), rest[at + word.len()..].chars().next());
-        let whole = !(inside(before) && word.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
-            && !(inside(after) && word.ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+        let whole = !(open_start && inside(before) || open_end && inside(after));
         out.push_str(&rest[..at]);
         out.push_str(if whole { "<redacted>" } else { word });
         rest = &rest[at + word.len()..];
