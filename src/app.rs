@@ -298,7 +298,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease
         }
     };
-    let confirming = db::pool(&args.db.database_url, 1, args.db.db_connect_timeout)?;
+    let confirming = db::pool_as(&args.db.database_url, 1, args.db.db_connect_timeout, durability::APPLICATION_NAME)?;
     match durability::probe(&confirming).await {
         Ok(()) => {}
         // Unreachable again since the migrations: the confirming task waits it out.

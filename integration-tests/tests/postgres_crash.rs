@@ -106,6 +106,59 @@ async fn what_is_acknowledged_survives_a_crash_without_the_wal_writer() {
     drop(aurore);
 }
 
+/// A PostgreSQL restart while aurore is idle: the connection that confirms commits is opened
+/// again while idle, before the next batch commits, so that batch is confirmed, not reported
+/// "not confirmed durable" (the newcomer trial's finding: after every restart, the first batch
+/// was, minutes later, because the connection was opened only when that batch needed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_restart_leaves_the_next_batch_confirmed() {
+    let _one = CRASH.lock().await;
+    let env = Env::new("pg_crash_idle", 6, &[]).await;
+    let producer = env.producer(&[]);
+    let all = events(120, 6);
+    let aurore = env.spawn_aurore(&[]);
+    aurore.wait_ready(Duration::from_secs(60)).await;
+    // The partitions' first batches (synchronous commits), then idle.
+    env.produce(&producer, all[..60].to_vec()).await;
+    env.wait_persisted(60, Duration::from_secs(60)).await;
+    let db = env.db().await;
+    let victim: i32 = db.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let crashed_at = std::time::SystemTime::now();
+    // One backend killed: PostgreSQL ends every connection and restarts from its WAL.
+    signal_postgres(&env, "KILL", &[victim]);
+    drop(db);
+    let reopened =
+        wait_until("aurore's confirming connection open again after the restart", Duration::from_secs(120), || async {
+            let client = tokio::time::timeout(Duration::from_secs(5), env_db(&env)).await.ok()??;
+            let started: std::time::SystemTime = client
+                .query_one(
+                    "SELECT backend_start FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'aurore durability'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (started > crashed_at).then_some(started)
+        })
+        .await;
+    eprintln!("confirming connection reopened {:?} after the kill", reopened.duration_since(crashed_at).unwrap_or_default());
+    env.produce(&producer, all[60..].to_vec()).await;
+    wait_until("the second batches acknowledged (committed to Kafka)", Duration::from_secs(60), || async {
+        (env.kafka_committed().values().sum::<i64>() == 120).then_some(())
+    })
+    .await;
+    let (rows, dead) = env.assert_exactly_once().await;
+    assert_eq!((rows, dead), (120, 0));
+    let m = Metrics::scrape(&aurore).expect("aurore still answers");
+    assert_eq!(
+        m.get("worker_batches_not_durable_total", &[]).unwrap_or(0.0),
+        0.0,
+        "a batch committed after the restart is confirmed, not reported not durable"
+    );
+    assert!(!aurore.log_text().contains("was not confirmed durable"));
+}
+
 /// PostgreSQL processes stopped by the test: killed by [`Held::crash`], resumed if the test
 /// fails before (PostgreSQL goes on, for the tests after this one).
 struct Held(Vec<i32>);

@@ -209,10 +209,16 @@ pub const PARTITIONED_TABLES: [&str; 2] = ["events", "dead_letters"];
 
 /// A pool of connections; TLS as the URL's sslmode says ([`Tls`]).
 pub fn pool(url: &DatabaseUrl, size: usize, timeout: Duration) -> Result<Pool, DbError> {
+    pool_as(url, size, timeout, "aurore")
+}
+
+/// [`pool`], its connections named `application_name` in `pg_stat_activity` unless the URL
+/// names them.
+pub fn pool_as(url: &DatabaseUrl, size: usize, timeout: Duration, application_name: &str) -> Result<Pool, DbError> {
     let mut config = url.config.clone();
     config.connect_timeout(timeout);
     if config.get_application_name().is_none() {
-        config.application_name("aurore");
+        config.application_name(application_name);
     }
     let tls = Tls::new(&url.tls).map_err(|e| DbError::Refused(format!("{url}: {e}")))?;
     let connect = Connector { tls, database: Arc::from(url.to_string()) };

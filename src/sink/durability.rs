@@ -51,13 +51,19 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// only after hours), and tried again on a new one.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the confirming connection, idle, is looked at, and opened again if it ended.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// The confirming connection's `application_name` (unless `DATABASE_URL` names one).
+pub const APPLICATION_NAME: &str = "aurore durability";
+
 /// Confirms what the workers commit until they are all gone and nothing is pending. `pool` is
 /// its own (one connection), so that it never waits behind a worker for one.
 pub async fn run(shared: Shared, pool: Pool, mut commits: UnboundedReceiver<Committed>) -> Result<(), SinkError> {
     let mut pending: Vec<Committed> = Vec::new();
     let mut retry = RETRY_FIRST;
     loop {
-        if pending.is_empty() {
+        while pending.is_empty() {
             tokio::select! {
                 biased;
                 c = commits.recv() => match c {
@@ -65,6 +71,15 @@ pub async fn run(shared: Shared, pool: Pool, mut commits: UnboundedReceiver<Comm
                     None => return Ok(()),
                 },
                 _ = shared.abort.cancelled() => return Ok(()),
+                // A connection opened only when the next batch needs it would be younger than
+                // that batch's COMMIT, which the connection-age rule (see the module's overview)
+                // could not confirm: after every PostgreSQL restart, the first batch would be
+                // reported not durable, minutes later. Opened again while idle, the connection
+                // is older than any batch committed after the restart but the first 200 ms.
+                // The pool opens a new one when the old one has ended (deadpool's fast recycling
+                // looks at the client only); a server still down fails, and is tried again.
+                // Within the select: a commit or the shutdown does not wait for a connect.
+                _ = async { tokio::time::sleep(IDLE_CHECK).await; drop(pool.get().await) } => {}
             }
         }
         while let Ok(c) = commits.try_recv() {
