@@ -31,7 +31,7 @@ async fn a_postgres_outage_is_survived_and_reported() {
     let terminated: i64 = db
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'aurore' AND datname = current_database()) t",
+             WHERE application_name IN ('aurore', 'aurore durability') AND datname = current_database()) t",
             &[],
         )
         .await
