@@ -306,9 +306,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(e) => {
             stop_http.cancel();
             let _ = http.await;
+            // The statement reads consumer_offsets: missing, the schema was never made (a first
+            // start with --no-migrate), which the EXECUTE hint would not tell.
+            let hint = if e.sqlstate() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+                "aurore's tables are not there: run `aurore migrate` (or start without --no-migrate)"
+            } else {
+                "the role needs EXECUTE on pg_logical_emit_message(boolean, text, text), PostgreSQL's default"
+            };
             return Err(ConfigError(format!(
-                "PostgreSQL at {} refuses the statement that confirms commits are durable ({e}); \
-                 the role needs EXECUTE on pg_logical_emit_message(boolean, text, text), PostgreSQL's default",
+                "PostgreSQL at {} refuses the statement that confirms commits are durable ({e}); {hint}",
                 args.db.database_url
             ))
             .into());

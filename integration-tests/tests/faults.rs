@@ -71,3 +71,17 @@ async fn a_role_without_insert_is_fatal_with_a_clear_error() {
     assert!(env.kafka_committed().values().all(|o| *o < 0), "no Kafka offset committed");
     env.drop_role(&role).await;
 }
+
+/// `--no-migrate` on a database aurore never migrated: one line that says to migrate (not the
+/// EXECUTE hint of the durability probe, which is what it used to say), exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_migrate_on_an_empty_database_says_to_migrate() {
+    let env = Env::new("no_schema", 1, &[]).await;
+    let mut aurore =
+        integration_tests::Aurore::spawn_with(&env, &["--no-migrate"], integration_tests::free_port(), &env.database_url);
+    let code = aurore.wait_exit(Duration::from_secs(60)).await;
+    let log = aurore.log_text();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("run `aurore migrate` (or start without --no-migrate)"), "{log}");
+    assert!(!log.contains("EXECUTE"), "{log}");
+}
