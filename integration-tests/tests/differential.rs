@@ -128,7 +128,8 @@ fn timestamp(rng: &mut fastrand::Rng) -> String {
     format!("{year:04}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:{second:02}{fraction}{zone}")
 }
 
-/// RFC 3339's grammar and field ranges (section 5.6), which aurore documents it requires;
+/// RFC 3339's grammar and field ranges (section 5.6, a space allowed between date and time as its note
+/// says), which aurore documents it requires;
 /// PostgreSQL reads many more forms.
 fn rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
@@ -137,7 +138,7 @@ fn rfc3339(s: &str) -> bool {
     if !(digits_at(0..4) && digits_at(5..7) && digits_at(8..10) && digits_at(11..13) && digits_at(14..16) && digits_at(17..19)) {
         return false;
     }
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
         return false;
     }
     let (year, month, day) = (num(0..4).unwrap(), num(5..7).unwrap(), num(8..10).unwrap());

@@ -127,3 +127,17 @@ fn short_fractions_take_the_integer_path_with_the_same_result() {
         assert_eq!(fraction_micros(&fraction), Some(float), "{fraction}");
     }
 }
+
+/// A timestamp out of range is named in the detail as read (after rounding: 9999-12-31T23:59:59.9999995Z
+/// rounds into the year 10000), so that the producer sees what its value meant.
+#[test]
+fn timestamp_out_of_range_names_the_instant_read() {
+    let detail = |ts: &str| {
+        decode(Some(format!(r#"{{"service":"s","event_type":"t","timestamp":"{ts}"}}"#).as_bytes()), MAX).unwrap_err().detail
+    };
+    assert_eq!(
+        detail("1899-12-31T23:59:59Z"),
+        "timestamp 1899-12-31T23:59:59Z is outside 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z"
+    );
+    assert!(detail("9999-12-31T23:59:59.9999995Z").starts_with("timestamp +10000-01-01T00:00:00Z is outside"));
+}

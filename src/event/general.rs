@@ -52,9 +52,12 @@ impl<'a> Event<'a> {
         if let Some(t) = self.timestamp_micros
             && !(MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS).contains(&t)
         {
+            // The instant as read (after rounding), which says what the producer's value meant.
+            let read = chrono::DateTime::from_timestamp_micros(t)
+                .map_or_else(|| format!("{t} µs since the epoch"), |d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
             return Err(Invalid::new(
                 Reject::TimestampOutOfRange,
-                "timestamp is outside 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59Z",
+                format!("timestamp {read} is outside 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z"),
             ));
         }
         if let Some(p) = self.payload {

@@ -74,7 +74,7 @@ impl Invalid {
             Reject::TimestampOutOfRange,
             format!(
                 "the event has no `timestamp` and its Kafka message timestamp, {millis} ms since the epoch, is outside \
-                 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (was it written in microseconds or nanoseconds?)"
+                 1900-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z (was it written in microseconds or nanoseconds?)"
             ),
         )
     }
