@@ -244,7 +244,8 @@ pub(super) fn acknowledge(shared: &Shared, units: Vec<Unit>, rejected: &Rejected
     report(shared, units, Outcome::Persisted);
 }
 
-/// Units whose partition someone else moved on: dropped; the poll thread finds out where the
+/// Units whose partition's stored offset is not where they expected it (someone else moved it
+/// on, or an earlier batch of it is not stored): dropped; the poll thread finds out where the
 /// partition stands and seeks there if it still owns it.
 fn fenced(shared: &Shared, units: Vec<Unit>) {
     for u in &units {
@@ -256,7 +257,9 @@ fn fenced(shared: &Shared, units: Vec<Unit>) {
             Fence::Absent => None,
         };
         tracing::warn!(topic = %u.topic, partition = u.partition, expected_offset, dropped = u.messages,
-            "partition was moved on by another consumer (or PostgreSQL lost a commit in a crash); dropping its buffered events and reading where it stands");
+            "the partition's stored offset is not where this batch expected it: another consumer moved it on, or an earlier \
+             batch of the partition is not stored (PostgreSQL lost its commit in a crash, or it was not confirmed durable and \
+             is read again); dropping the partition's buffered events and reading from where it stands: nothing is lost or stored twice");
     }
     report(shared, units, Outcome::Fenced);
 }
