@@ -141,8 +141,11 @@ def drain(binary, topic, n, db, group, http, log_path, extra_args=(), timeline=F
             sys.exit("drain did not finish in 15 minutes")
     gaps = cpu.stop("drain_")
     if sampler:
-        gaps.update(sampler.stop().summary(n))
+        sampler.stop()
     gaps.update(commit_gaps(db, n, topic))
+    if sampler:
+        gaps.update(sampler.summary(n))
+        gaps.update(sampler.classify(gaps["long_gaps"]))
     secs = gaps["last_commit_at"] - started
     first = gaps["first_commit_at"] - started
     return aurore, series, dict(**gaps,drain_seconds=secs, drain_events_per_s=n / secs,
@@ -156,7 +159,8 @@ def commit_gaps(db, n, topic, batch_size=4000):
     commit time of every transaction that stored rows (pg_xact_commit_timestamp; the stack sets
     track_commit_timestamp). A gap counts while more than `batch_size` events were still to store after the
     commit that opened it, from the first commit on. Also each transaction's time from its start (received_at,
-    which is now()) to its commit. Milliseconds."""
+    which is now()) to its commit. Milliseconds; `long_gaps`, the gaps over 100 ms that count, as (start, end) Unix
+    seconds."""
     try:
         rows = psql(db, "SELECT extract(epoch FROM c), extract(epoch FROM c - s), n FROM ("
                         "SELECT pg_xact_commit_timestamp(min(xmin::text)::xid) c, min(received_at) s, count(*) n FROM ("
@@ -166,11 +170,13 @@ def commit_gaps(db, n, topic, batch_size=4000):
         commits = [tuple(float(x) for x in l.split("|")) for l in rows.splitlines() if l]
     except (subprocess.CalledProcessError, ValueError) as e:
         sys.exit(f"no commit timestamps ({e}): PostgreSQL runs without track_commit_timestamp; run scripts/stack up")
-    gaps, done = [], 0
+    gaps, long_gaps, done = [], [], 0
     for (prev, _, rows_prev), (at, _, _) in zip(commits, commits[1:]):
         done += rows_prev
         if n - done > batch_size:
             gaps.append((at - prev) * 1000)
+            if at - prev > 0.1:
+                long_gaps.append((prev, at))
     gaps.sort()
     spans = sorted(c[1] * 1000 for c in commits)
     # Transactions open at once, averaged over time from the first start to the last commit (each from its
@@ -184,8 +190,19 @@ def commit_gaps(db, n, topic, batch_size=4000):
     return dict(first_commit_at=commits[0][0], last_commit_at=commits[-1][0],
                 commit_gap_max_ms=gaps[-1] if gaps else 0.0, commit_gap_p50_ms=pick(gaps, 0.5),
                 commit_gap_p99_ms=pick(gaps, 0.99), commit_gaps_over_100ms=sum(g > 100 for g in gaps),
-                commits=len(commits), transaction_ms_p50=pick(spans, 0.5), transaction_ms_max=spans[-1],
+                long_gaps=long_gaps, commits=len(commits), transaction_ms_p50=pick(spans, 0.5),
+                transaction_ms_max=spans[-1],
                 transactions_at_once_mean=open_time / max(edges[-1][0] - edges[0][0], 1e-9))
+
+
+def pressure():
+    """Linux's pressure-stall totals, microseconds: I/O "some", I/O "full", CPU "some" (zeros without PSI)."""
+    try:
+        io = [int(l.rsplit("total=", 1)[1]) for l in open("/proc/pressure/io").read().splitlines() if l]
+        cpu = int(open("/proc/pressure/cpu").readline().rsplit("total=", 1)[1])
+        return io[0], io[1], cpu
+    except (OSError, IndexError, ValueError):
+        return 0, 0, 0
 
 
 class Timeline:
@@ -199,7 +216,7 @@ class Timeline:
 
     def __init__(self, http, db):
         import threading
-        self.metrics, self.backends = [], []
+        self.metrics, self.backends, self.pressure = [], [], []
         self._stop = threading.Event()
         query = ("SELECT extract(epoch FROM statement_timestamp()), pid, state, coalesce(wait_event_type, ''), "
                  "coalesce(wait_event, ''), left(regexp_replace(query, '\\s+', ' ', 'g'), 24) FROM pg_stat_activity "
@@ -226,6 +243,7 @@ class Timeline:
                     if name in self.METRICS:
                         values[name] = float(value)
                 self.metrics.append((at, values))
+                self.pressure.append((at, *pressure()))
             except OSError:
                 pass
             next_at += 0.05
@@ -244,6 +262,34 @@ class Timeline:
         for t in self._threads:
             t.join(5)
         return self
+
+    def classify(self, long_gaps):
+        """What each gap over 100 ms (`long_gaps`, from commit_gaps) was, by the samples within it, counted by kind
+        (README, Performance, "What the gaps over 100 ms are"): `io`, every process stalled on I/O for at least a
+        quarter of the gap (Linux's pressure-stall "full" counter, /proc/pressure/io: a checkpoint's writes and
+        fsync, or the disk); `workers_idle`, a sample with no flush worker busy (waiting for batches: the buffer full
+        of committed batches awaiting their durability flush, or fetching); `cpu`, runnable tasks waiting for a core at
+        least half of the gap (/proc/pressure/cpu "some"); `other`, none of these (the machine itself, or a gap
+        between two samples)."""
+        kinds = {"io": 0, "workers_idle": 0, "cpu": 0, "other": 0}
+        for start, end in long_gaps:
+            before = [p for p in self.pressure if p[0] <= start]
+            after = [p for p in self.pressure if p[0] >= end]
+            inside = [v for at, v in self.metrics if start <= at <= end]
+            share = None
+            if before and after:
+                (t0, _, io0, cpu0), (t1, _, io1, cpu1) = before[-1], after[0]
+                span = max(t1 - t0, 1e-9) * 1e6  # the counters are microseconds
+                share = ((io1 - io0) / span, (cpu1 - cpu0) / span)
+            if share and share[0] >= 0.25:
+                kinds["io"] += 1
+            elif any(v.get("worker_busy", 1) == 0 for v in inside):
+                kinds["workers_idle"] += 1
+            elif share and share[1] >= 0.5:
+                kinds["cpu"] += 1
+            else:
+                kinds["other"] += 1
+        return {f"long_gaps_{k}": v for k, v in kinds.items()}
 
     def summary(self, n, batch_size=4000):
         """For a drain of `n` events: the longest time without a commit (events_processed_total not moving)
