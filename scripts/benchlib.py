@@ -196,13 +196,13 @@ def commit_gaps(db, n, topic, batch_size=4000):
 
 
 def pressure():
-    """Linux's pressure-stall totals, microseconds: I/O "some", I/O "full", CPU "some" (zeros without PSI)."""
+    """Linux's pressure-stall totals, microseconds: I/O "full" and CPU "some" (zeros without PSI)."""
     try:
-        io = [int(l.rsplit("total=", 1)[1]) for l in open("/proc/pressure/io").read().splitlines() if l]
-        cpu = int(open("/proc/pressure/cpu").readline().rsplit("total=", 1)[1])
-        return io[0], io[1], cpu
+        io_full = open("/proc/pressure/io").read().splitlines()[1]
+        cpu_some = open("/proc/pressure/cpu").readline()
+        return tuple(int(l.rsplit("total=", 1)[1]) for l in (io_full, cpu_some))
     except (OSError, IndexError, ValueError):
-        return 0, 0, 0
+        return 0, 0
 
 
 class Timeline:
@@ -278,7 +278,7 @@ class Timeline:
             inside = [v for at, v in self.metrics if start <= at <= end]
             share = None
             if before and after:
-                (t0, _, io0, cpu0), (t1, _, io1, cpu1) = before[-1], after[0]
+                (t0, io0, cpu0), (t1, io1, cpu1) = before[-1], after[0]
                 span = max(t1 - t0, 1e-9) * 1e6  # the counters are microseconds
                 share = ((io1 - io0) / span, (cpu1 - cpu0) / span)
             if share and share[0] >= 0.25:
