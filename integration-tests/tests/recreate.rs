@@ -42,3 +42,40 @@ async fn recreated(protocol: &str) {
     let (code, body) = aurore.get("/health").unwrap();
     assert_eq!(code, 200, "{body}");
 }
+
+/// The probe behind the liveness judgement (`aurore::kafka::client::cluster_answers`): a client
+/// of its own, bootstrapped afresh, says whether the cluster answers, since the consumer's own
+/// client may have removed every broker it knew. The running broker answers, under both group
+/// protocols' settings; a port where nothing listens, and a listener that never speaks Kafka, do
+/// not, and the probe returns (false) rather than hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_probe_tells_a_live_cluster_from_a_dead_one() {
+    use aurore::config::{Cli, Command, RunArgs};
+    use aurore::kafka::client::cluster_answers;
+    use clap::Parser;
+
+    let env = Env::new("cluster_probe", 1, &[]).await;
+    let args = |brokers: &str, extra: &[&str]| -> RunArgs {
+        let mut argv =
+            vec!["aurore", "run", "--database-url", &env.database_url, "--kafka-brokers", brokers, "--topics", &env.topic];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("run's arguments").command {
+            Command::Run(r) => r,
+            _ => unreachable!(),
+        }
+    };
+    let within = Duration::from_secs(3);
+    for protocol in ["classic", "consumer"] {
+        let live = args(&env.stack.brokers, &fast_group(protocol));
+        let answered = tokio::task::block_in_place(|| cluster_answers(&live, Some(&env.topic), Duration::from_secs(20)));
+        assert!(answered, "the running broker answers the probe ({protocol})");
+    }
+    let closed = format!("127.0.0.1:{}", integration_tests::free_port());
+    assert!(!tokio::task::block_in_place(|| cluster_answers(&args(&closed, &[]), None, within)), "nothing listens at {closed}");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let silent_at = silent.local_addr().unwrap().to_string();
+    assert!(
+        !tokio::task::block_in_place(|| cluster_answers(&args(&silent_at, &[]), None, within)),
+        "a listener that never speaks Kafka ({silent_at})"
+    );
+}

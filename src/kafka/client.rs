@@ -140,6 +140,33 @@ impl ClientContext for LoginWatch {
     }
 }
 
+/// Whether the cluster at `--kafka-brokers` answers a metadata request with at least one broker
+/// listed, within `within`, asked by a client made for this alone (bootstrapped afresh, in no
+/// group, silent: [`Quiet`]) and destroyed after. Blocking: up to `within` plus librdkafka's
+/// destroy (100 ms to 1 s). A client that cannot be made (its settings were checked at start:
+/// a certificate file gone since, say) is said in a WARN, and the answer is no.
+///
+/// The consumer's own client cannot be asked: it may have lost the cluster for good. A
+/// starting KRaft broker can answer a metadata request listing no broker; librdkafka (2.10 and
+/// later) then removes every broker it knows, the bootstrap ones included, and does not
+/// re-bootstrap (confluentinc/librdkafka#5301, seen here after a broker restart: the member
+/// never rejoined while other clients produced). Only a new consumer reaches the cluster again.
+pub fn cluster_answers(args: &RunArgs, topic: Option<&str>, within: Duration) -> bool {
+    let mut config = client_config(args);
+    config.remove("group.id").remove("group.instance.id").remove("statistics.interval.ms");
+    // No telemetry exchange for a client this short-lived (its destroy would wait for it).
+    config.set("enable.metrics.push", "false").set_log_level(RDKafkaLogLevel::Emerg);
+    let client = match config.create_with_context::<_, BaseConsumer<Quiet>>(Quiet) {
+        Ok(client) => client,
+        Err(e) => {
+            let error = crate::config::redact_kafka_error(&args.kafka_config, &e);
+            tracing::warn!(%error, "cannot make a Kafka client to probe the cluster; taken as no answer");
+            return false;
+        }
+    };
+    client.fetch_metadata(topic, within).is_ok_and(|md| !md.brokers().is_empty())
+}
+
 /// A client context that keeps librdkafka's own log and error reports off stderr, for the
 /// short-lived clients of `check` and of the start's settings check: their caller says what
 /// failed (an unreachable broker would otherwise print dozens of lines, even from a client made
@@ -374,9 +401,12 @@ impl ClientContext for Context {
         if stuck && !self.stuck.swap(true, Ordering::Relaxed) {
             self.health.set_kafka(KafkaState::NotInGroup);
             let cgrp = stats.cgrp.as_ref();
+            // None known: librdkafka removed them all (see `cluster_answers`).
+            let brokers_known = stats.brokers.values().filter(|b| b.source == "learned" || b.source == "configured").count();
             tracing::warn!(
                 state = cgrp.map_or("none", |g| g.state.as_str()),
                 join_state = cgrp.map_or("none", |g| g.join_state.as_str()),
+                brokers_known,
                 "the consumer is out of its group while a broker answers"
             );
         }

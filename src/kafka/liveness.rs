@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
     /// A broker of the cluster (not a bootstrap address) is connected (`state` `UP`), or the
-    /// cluster answered the poll loop's probe lately ([`PROBE_EVERY`]): a member with nothing
-    /// assigned keeps no connection open (librdkafka's sparse connections), so the first alone
-    /// cannot tell a stuck member from a dead cluster.
+    /// cluster answered the poll loop's probe lately ([`PROBE_EVERY`]; a client of its own asks,
+    /// as the consumer's may know no broker at all: see `client::cluster_answers`): a member with
+    /// nothing assigned keeps no connection open (librdkafka's sparse connections), so the first
+    /// alone cannot tell a stuck member from a dead cluster.
     pub broker_up: bool,
     /// The member is in its group with its assignment applied (`cgrp.join_state` `steady`).
     pub in_group: bool,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{RunArgs, redact_kafka_error};
 use crate::health::{Health, KafkaState};
-use crate::kafka::client::{Context, client_config};
+use crate::kafka::client::{Context, client_config, cluster_answers};
 use crate::kafka::core::{self, Core};
 use crate::kafka::liveness::{Liveness, PROBE_EVERY, Phase, PollWatch};
 use crate::kafka::queue::{BURST, MessageQueue, Messages};
@@ -49,6 +49,8 @@ const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 /// The longest a consumer being replaced, or stopping, is given to leave its group. A consumer
 /// that cannot close (its group stuck) would otherwise hold the poll thread for ever.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the cluster probe waits for an answer (it runs beside the poll loop).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest the final commit waits for Kafka's confirmation.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest single wait on the poll thread between two stamps of its [`PollWatch`]
@@ -122,6 +124,8 @@ pub struct Poller {
     next_refused: Instant,
     next_topic_ids: Instant,
     next_probe: Instant,
+    /// The cluster probe in flight, if one is ([`Poller::probe_cluster`]): its answer, its thread.
+    probe: Option<(std::sync::mpsc::Receiver<bool>, std::thread::JoinHandle<()>)>,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -217,6 +221,7 @@ impl Poller {
             next_refused: Instant::now(),
             next_topic_ids: Instant::now() + CHECK_BOUNDS_EVERY,
             next_probe: Instant::now() + PROBE_EVERY,
+            probe: None,
             last_error: None,
             instance_id: p.args.instance_id.clone(),
             fatal: None,
@@ -535,17 +540,35 @@ impl Poller {
 
     /// Every 10 s while the member is out of its group: does the cluster answer? The
     /// statistics' broker states cannot say, with nothing assigned (see
-    /// [`Observed`](super::liveness::Observed)); seen in a
-    /// CI run, a member stayed out of its group for minutes after a broker restart, its requests
-    /// to the coordinator queued and timing out, while the broker answered everyone else.
+    /// [`Observed`](super::liveness::Observed)), nor can the consumer's own client: seen in CI
+    /// runs, a member stayed out of its group for minutes after a broker restart, its requests
+    /// to the coordinator queued and timing out, while the broker answered everyone else; its
+    /// client had removed every broker it knew ([`cluster_answers`]). Non-blocking: the answer
+    /// is taken on a later iteration.
     fn probe_cluster(&mut self) {
+        if let Some((answer, _)) = &self.probe {
+            match answer.try_recv() {
+                Ok(answered) => {
+                    if answered {
+                        self.consumer.context().probe_answered();
+                    }
+                    self.probe = None;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.probe = None,
+            }
+        }
         if self.consumer.context().in_group() || !due(&mut self.next_probe, PROBE_EVERY) {
             return;
         }
-        let topic = self.topics.first().map(String::as_str);
-        if self.consumer.fetch_metadata(topic, Duration::from_secs(5)).is_ok() {
-            self.consumer.context().probe_answered();
-        }
+        // Asked by a client of its own (see `cluster_answers`: the consumer's may have lost the
+        // cluster), on a thread of its own: the poll loop goes on serving the group meanwhile.
+        let (args, topic) = (self.client.args.clone(), self.topics.first().cloned());
+        let (tell, answer) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new().name("kafka-probe".into()).spawn(move || {
+            let _ = tell.send(cluster_answers(&args, topic.as_deref(), PROBE_TIMEOUT));
+        });
+        self.probe = spawned.ok().map(|thread| (answer, thread));
     }
 
     /// The consumer stayed out of its group while a broker answered (see
@@ -638,6 +661,17 @@ impl Poller {
         let unconfirmed = consumer.context().core().state.unconfirmed_commits();
         drop(consumer);
         close_within(self.consumer, self.messages, &self.client.watch);
+        // A probe's client is not left running as the process exits (bounded: its own timeout).
+        if let Some((_, thread)) = self.probe.take() {
+            let by = Instant::now() + PROBE_TIMEOUT + Duration::from_secs(2);
+            while !thread.is_finished() && Instant::now() < by {
+                self.client.watch.stamp(Phase::Closing);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
         if let Some(e) = fatal {
             return Err(e);
         }
