@@ -393,7 +393,7 @@ impl ClientContext for Context {
         self.metrics.kafka_consumer_lag_messages.set(sum);
         let now = Instant::now();
         let seen = Observed {
-            broker_up: stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") || self.probed_lately(now),
+            broker_up: self.probed_lately(now),
             in_group: stats.cgrp.as_ref().is_some_and(|g| g.join_state == "steady"),
         };
         self.in_group.store(seen.in_group, Ordering::Relaxed);
@@ -469,6 +469,7 @@ impl ConsumerContext for Context {
         if let Err(e) = result {
             tracing::error!(error = %e, "applying a rebalance failed");
         }
+        self.liveness.lock().expect("liveness lock").application_turn_done();
         self.metrics.kafka_assigned_partitions.set(consumer.assignment().map_or(0, |a| a.count() as i64));
     }
 

@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 /// What one statistics report says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observed {
-    /// A broker of the cluster (not a bootstrap address) is connected (`state` `UP`), or the
-    /// cluster answered the poll loop's probe lately ([`PROBE_EVERY`]; a client of its own asks,
-    /// as the consumer's may know no broker at all: see `client::cluster_answers`): a member with
-    /// nothing assigned keeps no connection open (librdkafka's sparse connections), so the first
-    /// alone cannot tell a stuck member from a dead cluster.
+    /// The cluster answered the poll loop's probe lately ([`PROBE_EVERY`]), asked by a client
+    /// of its own (`client::cluster_answers`). The consumer's own view cannot say: with nothing
+    /// assigned it keeps no connection open (librdkafka's sparse connections); it may know no
+    /// broker at all (confluentinc/librdkafka#5301); and a frozen broker (SIGSTOP) kept its
+    /// connection `UP` in the statistics while it answered nothing (a newcomer's trial: the
+    /// consumer was recreated for it).
     pub broker_up: bool,
     /// The member is in its group with its assignment applied (`cgrp.join_state` `steady`).
     pub in_group: bool,
@@ -65,6 +66,16 @@ impl Liveness {
         }
         let since = *self.out_since.get_or_insert(now);
         now.duration_since(since) >= self.bound
+    }
+
+    /// aurore's own rebalance callback has just returned: the clock restarts. Time librdkafka
+    /// waits for the application (`wait-assign-call`, `wait-unassign-call`) is aurore's (the
+    /// revocation drain, reading where partitions start: bounded, and watched by [`PollWatch`]),
+    /// not the member's being stuck; a slow PostgreSQL during a rebalance had a consumer
+    /// recreated twice with a 10 s bound (a newcomer's trial). A librdkafka that never hands the
+    /// callback over still counts.
+    pub fn application_turn_done(&mut self) {
+        self.out_since = None;
     }
 
     /// A new consumer was made: it gets twice the bound to join (see [`MAX_BACKOFF`]).
@@ -197,6 +208,18 @@ mod tests {
         assert_eq!(bounds, [10, 20, 40, 80, 80, 80]);
         assert!(!l.observe(t, IN));
         assert_eq!(l.bound(), base, "in the group: back to the configured bound");
+    }
+
+    #[test]
+    fn the_applications_rebalance_turn_restarts_the_clock() {
+        let mut l = Liveness::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert!(!l.observe(t, OUT));
+        // aurore held the callback 9 s (a revocation drain waiting on PostgreSQL).
+        l.application_turn_done();
+        assert!(!l.observe(t + Duration::from_secs(12), OUT), "counted from the callback's end");
+        assert!(!l.observe(t + Duration::from_secs(21), OUT));
+        assert!(l.observe(t + Duration::from_secs(22), OUT), "then the whole bound");
     }
 
     #[test]
