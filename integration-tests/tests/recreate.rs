@@ -46,8 +46,9 @@ async fn recreated(protocol: &str) {
 /// The probe behind the liveness judgement (`aurore::kafka::client::cluster_answers`): a client
 /// of its own, bootstrapped afresh, says whether the cluster answers, since the consumer's own
 /// client may have removed every broker it knew. The running broker answers, under both group
-/// protocols' settings; a port where nothing listens, and a listener that never speaks Kafka, do
-/// not, and the probe returns (false) rather than hang.
+/// protocols' settings, for topics of which one exists; not for topics none of which exists (a
+/// member subscribed to them is rightly out of its group); a port where nothing listens, and a
+/// listener that never speaks Kafka, do not answer, and the probe returns (false) rather than hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_probe_tells_a_live_cluster_from_a_dead_one() {
     use aurore::config::{Cli, Command, RunArgs};
@@ -64,18 +65,21 @@ async fn the_cluster_probe_tells_a_live_cluster_from_a_dead_one() {
             _ => unreachable!(),
         }
     };
-    let within = Duration::from_secs(3);
+    let probe = |args: &RunArgs, topics: &[&str], within: Duration| {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        tokio::task::block_in_place(|| cluster_answers(args, &topics, within))
+    };
+    let (within, missing) = (Duration::from_secs(3), format!("{}-missing", env.topic));
     for protocol in ["classic", "consumer"] {
         let live = args(&env.stack.brokers, &fast_group(protocol));
-        let answered = tokio::task::block_in_place(|| cluster_answers(&live, Some(&env.topic), Duration::from_secs(20)));
-        assert!(answered, "the running broker answers the probe ({protocol})");
+        let long = Duration::from_secs(20);
+        assert!(probe(&live, &[&env.topic], long), "the running broker answers the probe ({protocol})");
+        assert!(probe(&live, &[&missing, &env.topic], long), "one of the topics exists ({protocol})");
+        assert!(!probe(&live, &[&missing], long), "no topic exists: no answer ({protocol})");
     }
     let closed = format!("127.0.0.1:{}", integration_tests::free_port());
-    assert!(!tokio::task::block_in_place(|| cluster_answers(&args(&closed, &[]), None, within)), "nothing listens at {closed}");
+    assert!(!probe(&args(&closed, &[]), &[&env.topic], within), "nothing listens at {closed}");
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
     let silent_at = silent.local_addr().unwrap().to_string();
-    assert!(
-        !tokio::task::block_in_place(|| cluster_answers(&args(&silent_at, &[]), None, within)),
-        "a listener that never speaks Kafka ({silent_at})"
-    );
+    assert!(!probe(&args(&silent_at, &[]), &[&env.topic], within), "a listener that never speaks Kafka ({silent_at})");
 }

@@ -140,18 +140,21 @@ impl ClientContext for LoginWatch {
     }
 }
 
-/// Whether the cluster at `--kafka-brokers` answers a metadata request with at least one broker
-/// listed, within `within`, asked by a client made for this alone (bootstrapped afresh, in no
-/// group, silent: [`Quiet`]) and destroyed after. Blocking: up to `within` plus librdkafka's
-/// destroy (100 ms to 1 s). A client that cannot be made (its settings were checked at start:
-/// a certificate file gone since, say) is said in a WARN, and the answer is no.
+/// Whether the cluster at `--kafka-brokers` answers a metadata request that lists at least one
+/// broker and at least one of `topics` (existing, without error), within `within` in all,
+/// asked by a client made for this alone (bootstrapped afresh, in no group, silent: [`Quiet`])
+/// and destroyed after. Blocking: up to `within` plus librdkafka's destroy (100 ms to 1 s). A
+/// client that cannot be made (its settings were checked at start: a certificate file gone
+/// since, say) is said in a WARN, and the answer is no.
 ///
 /// The consumer's own client cannot be asked: it may have lost the cluster for good. A
 /// starting KRaft broker can answer a metadata request listing no broker; librdkafka (2.10 and
 /// later) then removes every broker it knows, the bootstrap ones included, and does not
 /// re-bootstrap (confluentinc/librdkafka#5301, seen here after a broker restart: the member
 /// never rejoined while other clients produced). Only a new consumer reaches the cluster again.
-pub fn cluster_answers(args: &RunArgs, topic: Option<&str>, within: Duration) -> bool {
+/// A member subscribed to topics none of which exists stays out of its group rightly: that is
+/// no answer either (the poll loop reports the missing topic).
+pub fn cluster_answers(args: &RunArgs, topics: &[String], within: Duration) -> bool {
     let mut config = client_config(args);
     config.remove("group.id").remove("group.instance.id").remove("statistics.interval.ms");
     // No telemetry exchange for a client this short-lived (its destroy would wait for it).
@@ -164,7 +167,14 @@ pub fn cluster_answers(args: &RunArgs, topic: Option<&str>, within: Duration) ->
             return false;
         }
     };
-    client.fetch_metadata(topic, within).is_ok_and(|md| !md.brokers().is_empty())
+    let deadline = Instant::now() + within;
+    topics.iter().any(|topic| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        !left.is_zero()
+            && client
+                .fetch_metadata(Some(topic), left)
+                .is_ok_and(|md| !md.brokers().is_empty() && md.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
+    })
 }
 
 /// A client context that keeps librdkafka's own log and error reports off stderr, for the

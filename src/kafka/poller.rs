@@ -563,10 +563,10 @@ impl Poller {
         }
         // Asked by a client of its own (see `cluster_answers`: the consumer's may have lost the
         // cluster), on a thread of its own: the poll loop goes on serving the group meanwhile.
-        let (args, topic) = (self.client.args.clone(), self.topics.first().cloned());
+        let args = self.client.args.clone();
         let (tell, answer) = std::sync::mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new().name("kafka-probe".into()).spawn(move || {
-            let _ = tell.send(cluster_answers(&args, topic.as_deref(), PROBE_TIMEOUT));
+            let _ = tell.send(cluster_answers(&args, &args.topics, PROBE_TIMEOUT));
         });
         self.probe = spawned.ok().map(|thread| (answer, thread));
     }
