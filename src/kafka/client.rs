@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::buffer::Budget;
 use crate::pipeline::offsets::Start;
 
+/// How long an identical Kafka client error stays unsaid after it was said.
+const SAY_AGAIN_AFTER: Duration = Duration::from_secs(10);
 /// The longest the rebalance callback waits for PostgreSQL to say where partitions start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -217,6 +219,10 @@ pub struct Context {
     /// A broker refused the login (SASL): librdkafka would retry forever with the same
     /// credentials; the poll loop stops aurore with this reason instead.
     refused_login: Mutex<Option<String>>,
+    /// When each distinct client error (error and reason) was last said: at most once per
+    /// [`SAY_AGAIN_AFTER`] each (librdkafka repeats them: a newcomer's trial counted about 97
+    /// identical "all brokers down" lines within 4 ms, every 5 s, with an unreachable broker).
+    said: Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -245,6 +251,7 @@ impl Context {
             created: Instant::now(),
             retired: AtomicBool::new(false),
             refused_login: Mutex::new(None),
+            said: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -451,7 +458,16 @@ impl ClientContext for Context {
             return;
         }
         // `reason` names the broker (`host:port/id: ...`).
-        tracing::warn!(%error, reason, "Kafka client error; librdkafka reconnects and retries by itself");
+        let (key, now) = (format!("{error}|{reason}"), Instant::now());
+        let mut said = self.said.lock().expect("said lock");
+        if said.get(&key).is_some_and(|at| now.duration_since(*at) < SAY_AGAIN_AFTER) {
+            return;
+        }
+        if said.len() >= 256 {
+            said.retain(|_, at| now.duration_since(*at) < SAY_AGAIN_AFTER);
+        }
+        said.insert(key, now);
+        tracing::warn!(%error, reason, "Kafka client error; librdkafka reconnects and retries by itself (each said at most once per 10 s)");
     }
 }
 
