@@ -124,8 +124,9 @@ pub struct Poller {
     next_refused: Instant,
     next_topic_ids: Instant,
     next_probe: Instant,
-    /// The cluster probe in flight, if one is ([`Poller::probe_cluster`]): its answer, its thread.
-    probe: Option<(std::sync::mpsc::Receiver<bool>, std::thread::JoinHandle<()>)>,
+    /// The cluster probe in flight, if one is ([`Poller::probe_cluster`]): its thread returns
+    /// the answer.
+    probe: Option<std::thread::JoinHandle<bool>>,
     last_error: Option<(String, Instant)>,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
@@ -546,17 +547,13 @@ impl Poller {
     /// client had removed every broker it knew ([`cluster_answers`]). Non-blocking: the answer
     /// is taken on a later iteration.
     fn probe_cluster(&mut self) {
-        if let Some((answer, _)) = &self.probe {
-            match answer.try_recv() {
-                Ok(answered) => {
-                    if answered {
-                        self.consumer.context().probe_answered();
-                    }
-                    self.probe = None;
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => return,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.probe = None,
-            }
+        if let Some(probe) = self.probe.take_if(|p| p.is_finished())
+            && probe.join().unwrap_or(false)
+        {
+            self.consumer.context().probe_answered();
+        }
+        if self.probe.is_some() {
+            return;
         }
         if self.consumer.context().in_group() || !due(&mut self.next_probe, PROBE_EVERY) {
             return;
@@ -564,11 +561,8 @@ impl Poller {
         // Asked by a client of its own (see `cluster_answers`: the consumer's may have lost the
         // cluster), on a thread of its own: the poll loop goes on serving the group meanwhile.
         let args = self.client.args.clone();
-        let (tell, answer) = std::sync::mpsc::sync_channel(1);
-        let spawned = std::thread::Builder::new().name("kafka-probe".into()).spawn(move || {
-            let _ = tell.send(cluster_answers(&args, &args.topics, PROBE_TIMEOUT));
-        });
-        self.probe = spawned.ok().map(|thread| (answer, thread));
+        let probe = move || cluster_answers(&args, &args.topics, PROBE_TIMEOUT);
+        self.probe = std::thread::Builder::new().name("kafka-probe".into()).spawn(probe).ok();
     }
 
     /// The consumer stayed out of its group while a broker answered (see
@@ -662,7 +656,7 @@ impl Poller {
         drop(consumer);
         close_within(self.consumer, self.messages, &self.client.watch);
         // A probe's client is not left running as the process exits (bounded: its own timeout).
-        if let Some((_, thread)) = self.probe.take() {
+        if let Some(thread) = self.probe.take() {
             let by = Instant::now() + PROBE_TIMEOUT + Duration::from_secs(2);
             while !thread.is_finished() && Instant::now() < by {
                 self.client.watch.stamp(Phase::Closing);
