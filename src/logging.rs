@@ -9,7 +9,9 @@
 //! numbers and booleans as JSON numbers and booleans, text as strings, and a [`Structured`] field
 //! (a list of partitions or topics) as the JSON value it carries.
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -196,6 +198,39 @@ impl Visit for JsonFields {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.push(field, Value::String(format!("{value:?}")));
+    }
+}
+
+/// Which log lines to say again: each distinct key (an error's text, with whatever names its
+/// source) at most once per `quiet_for`. librdkafka repeats its errors: a newcomer's trial
+/// counted about 97 identical "all brokers down" lines within 4 ms, every 5 s, with an
+/// unreachable broker. Once it holds [`Repeats::KEEP`] keys, those quiet for `quiet_for` are
+/// forgotten, so it holds no more than the distinct keys said within `quiet_for` (or `KEEP`).
+#[derive(Debug)]
+pub struct Repeats {
+    quiet_for: Duration,
+    said: HashMap<String, Instant>,
+}
+
+impl Repeats {
+    /// How many keys are remembered before those quiet for `quiet_for` are forgotten.
+    pub const KEEP: usize = 256;
+
+    pub fn new(quiet_for: Duration) -> Self {
+        Repeats { quiet_for, said: HashMap::new() }
+    }
+
+    /// True when `key` was not said within `quiet_for` before `now`; records it as said then.
+    pub fn say(&mut self, key: &str, now: Instant) -> bool {
+        if self.said.get(key).is_some_and(|at| now.duration_since(*at) < self.quiet_for) {
+            return false;
+        }
+        if self.said.len() >= Self::KEEP {
+            let quiet_for = self.quiet_for;
+            self.said.retain(|_, at| now.duration_since(*at) < quiet_for);
+        }
+        self.said.insert(key.to_owned(), now);
+        true
     }
 }
 

@@ -108,3 +108,34 @@ fn a_structured_value_of_objects() {
     assert_eq!(line["starts"], json!([{"partition": 0, "offset": 42}]));
     assert_eq!(s.to_string(), "0 at 42");
 }
+
+#[test]
+fn repeats_says_each_key_once_per_quiet_time() {
+    let quiet = std::time::Duration::from_secs(10);
+    let t0 = std::time::Instant::now();
+    let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+    let mut r = Repeats::new(quiet);
+    assert!(r.say("a", at(0)));
+    assert!(!r.say("a", at(0)), "the same key at once");
+    assert!(r.say("b", at(1)), "another key is its own");
+    assert!(!r.say("a", at(9)), "still within the quiet time");
+    assert!(r.say("a", at(10)), "said again once the quiet time is over");
+    assert!(!r.say("b", at(10)));
+    assert!(r.say("b", at(11)));
+}
+
+#[test]
+fn repeats_stays_bounded_and_forgets_only_quiet_keys() {
+    let quiet = std::time::Duration::from_secs(10);
+    let t0 = std::time::Instant::now();
+    let mut r = Repeats::new(quiet);
+    for i in 0..Repeats::KEEP {
+        assert!(r.say(&format!("old {i}"), t0));
+    }
+    assert!(r.say("recent", t0 + std::time::Duration::from_secs(5)));
+    // Full: the keys quiet for 10 s are forgotten, the recent one is kept.
+    assert!(r.say("new", t0 + std::time::Duration::from_secs(12)));
+    assert!(r.said.len() <= 2, "{} keys kept", r.said.len());
+    assert!(!r.say("recent", t0 + std::time::Duration::from_secs(12)));
+    assert!(r.say("old 0", t0 + std::time::Duration::from_secs(12)));
+}

@@ -28,7 +28,7 @@ use crate::kafka::core::{self, Core};
 use crate::kafka::liveness::{Liveness, Observed, PROBE_EVERY, Phase, PollWatch};
 use crate::kafka::queue::Forwarder;
 use crate::kafka::starts::{self, StoredStarts};
-use crate::logging::Structured;
+use crate::logging::{Repeats, Structured};
 use crate::metrics::Metrics;
 use crate::pipeline::buffer::Budget;
 use crate::pipeline::offsets::Start;
@@ -219,10 +219,8 @@ pub struct Context {
     /// A broker refused the login (SASL): librdkafka would retry forever with the same
     /// credentials; the poll loop stops aurore with this reason instead.
     refused_login: Mutex<Option<String>>,
-    /// When each distinct client error (error and reason) was last said: at most once per
-    /// [`SAY_AGAIN_AFTER`] each (librdkafka repeats them: a newcomer's trial counted about 97
-    /// identical "all brokers down" lines within 4 ms, every 5 s, with an unreachable broker).
-    said: Mutex<std::collections::HashMap<String, Instant>>,
+    /// Each distinct client error (error and reason) is said at most once per [`SAY_AGAIN_AFTER`].
+    said: Mutex<Repeats>,
 }
 
 impl Context {
@@ -251,7 +249,7 @@ impl Context {
             created: Instant::now(),
             retired: AtomicBool::new(false),
             refused_login: Mutex::new(None),
-            said: Mutex::new(std::collections::HashMap::new()),
+            said: Mutex::new(Repeats::new(SAY_AGAIN_AFTER)),
         }
     }
 
@@ -458,15 +456,9 @@ impl ClientContext for Context {
             return;
         }
         // `reason` names the broker (`host:port/id: ...`).
-        let (key, now) = (format!("{error}|{reason}"), Instant::now());
-        let mut said = self.said.lock().expect("said lock");
-        if said.get(&key).is_some_and(|at| now.duration_since(*at) < SAY_AGAIN_AFTER) {
+        if !self.said.lock().expect("said lock").say(&format!("{error}|{reason}"), Instant::now()) {
             return;
         }
-        if said.len() >= 256 {
-            said.retain(|_, at| now.duration_since(*at) < SAY_AGAIN_AFTER);
-        }
-        said.insert(key, now);
         tracing::warn!(%error, reason, "Kafka client error; librdkafka reconnects and retries by itself (each said at most once per 10 s)");
     }
 }

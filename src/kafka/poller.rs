@@ -28,7 +28,7 @@ use crate::kafka::queue::{BURST, MessageQueue, Messages};
 use crate::kafka::starts::StoredStarts;
 use crate::kafka::state::{CHECK_BOUNDS_EVERY, Msg, PollerState, Settings};
 use crate::kafka::topic_ids;
-use crate::logging::Structured;
+use crate::logging::{Repeats, Structured};
 use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
@@ -127,7 +127,8 @@ pub struct Poller {
     /// The cluster probe in flight, if one is ([`Poller::probe_cluster`]): its thread returns
     /// the answer.
     probe: Option<std::thread::JoinHandle<bool>>,
-    last_error: Option<(String, Instant)>,
+    /// Each distinct consumer error is said at most once per 10 s (the same error can come every poll).
+    errors_said: Repeats,
     instance_id: Option<String>,
     /// librdkafka raised a fatal error: the consumer is unusable; the loop ends.
     fatal: Option<ConsumerError>,
@@ -223,7 +224,7 @@ impl Poller {
             next_topic_ids: Instant::now() + CHECK_BOUNDS_EVERY,
             next_probe: Instant::now() + PROBE_EVERY,
             probe: None,
-            last_error: None,
+            errors_said: Repeats::new(Duration::from_secs(10)),
             instance_id: p.args.instance_id.clone(),
             fatal: None,
         })
@@ -416,12 +417,9 @@ impl Poller {
             Some(RDKafkaErrorCode::AllBrokersDown) => self.health.set_kafka(KafkaState::BrokersDown),
             _ => {}
         }
-        // The same error every poll would flood the log: say it once per 10 s.
         let text = e.to_string();
-        let now = Instant::now();
-        if self.last_error.as_ref().is_none_or(|(t, at)| *t != text || now.duration_since(*at) > Duration::from_secs(10)) {
+        if self.errors_said.say(&text, Instant::now()) {
             tracing::warn!(error = %text, "Kafka consumer error; consumption goes on (said at most once per 10 s)");
-            self.last_error = Some((text, now));
         }
     }
 
