@@ -1,14 +1,24 @@
-//! The Kafka broker restarts five times while aurore drains a backlog: each time aurore
-//! reconnects and rejoins by itself (or, if it stays out of its group while the broker answers,
-//! recreates its consumer), consumption resumes, and delivery stays exactly once. (Its own test
-//! binary: it restarts the shared broker.)
+//! The Kafka broker restarts, or freezes, while aurore drains a backlog.
+//! - Restarted five times: each time aurore reconnects and rejoins by itself (or, if it stays
+//!   out of its group while the broker answers, recreates its consumer), consumption resumes,
+//!   and delivery stays exactly once.
+//! - Frozen (SIGSTOP, as a long GC pause or a hung host): its connections stay open and nothing
+//!   answers. Recreating the consumer could not help, so aurore waits for the broker rather than
+//!   recreate it, however long the member is out of its group.
+//!
+//! Its own test binary, since it restarts and freezes the shared broker; its tests take turns
+//! ([`BROKER`]).
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{Env, Metrics, events, fast_group, stack_command};
+use integration_tests::{Env, Metrics, events, fast_group, stack_command, wait_until};
+
+/// Held by each test for its whole run: they restart and freeze the one broker.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_broker_restarts_mid_stream_keep_exactly_once() {
+    let _broker = BROKER.lock().await;
     const BACKLOG: i64 = 20_000;
     const AFTER: i64 = 5_000;
     let env = Env::new("broker_restart", 6, &[]).await;
@@ -43,4 +53,63 @@ async fn five_broker_restarts_mid_stream_keep_exactly_once() {
     assert_eq!(code, 200, "{body}");
     aurore.signal("TERM");
     assert_eq!(aurore.wait_exit(Duration::from_secs(40)).await, Some(0));
+}
+
+/// The member loses its group to a frozen broker (its session times out on the client's side),
+/// stays out well past `--group-liveness-timeout`, and is not recreated: only the cluster probe,
+/// which a frozen broker does not answer, counts as "a broker answers"; the consumer's own
+/// statistics still show the frozen broker's connection up (a newcomer's trial saw every
+/// instance recreated within 11-18 s of such a freeze when they counted). Once thawed, the same
+/// consumer goes on, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_waited_for_not_recreated_against() {
+    let _broker = BROKER.lock().await;
+    const BEFORE: i64 = 10_000;
+    const AFTER: i64 = 5_000;
+    const LIVENESS: Duration = Duration::from_secs(10);
+    let env = Env::new("broker_freeze", 4, &[]).await;
+    let mut args = vec!["--group-liveness-timeout", "10s"];
+    args.extend(fast_group("classic"));
+    let mut aurore = env.spawn_aurore(&args);
+    env.produce(&env.producer(&[]), events(BEFORE as u64, 4)).await;
+    env.wait_persisted(BEFORE, Duration::from_secs(120)).await;
+    let metric = |name: &str| Metrics::scrape(&aurore).and_then(|m| m.get(name, &[]));
+    wait_until("every partition assigned", Duration::from_secs(60), || async {
+        (metric("kafka_assigned_partitions")? == 4.0).then_some(())
+    })
+    .await;
+    let recreated = metric("kafka_consumer_recreated_total").expect("kafka_consumer_recreated_total");
+
+    let thaw = Thaw(&env);
+    tokio::task::block_in_place(|| stack_command(&env, &["freeze", "kafka"]));
+    // The client's session (6 s) runs out with no heartbeat answered: the member is out.
+    wait_until("the member out of its group (no partition assigned)", Duration::from_secs(60), || async {
+        (metric("kafka_assigned_partitions")? == 0.0).then_some(())
+    })
+    .await;
+    // Out of the group for 1.5 x the liveness bound, the broker frozen all along: no recreation.
+    let out = Instant::now();
+    while out.elapsed() < LIVENESS * 3 / 2 {
+        let now = metric("kafka_consumer_recreated_total").expect("aurore answers while the broker is frozen");
+        assert_eq!(now, recreated, "consumer recreated {:?} after the member left, against a frozen broker", out.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(thaw);
+
+    env.produce(&env.producer(&[("message.timeout.ms", "120000")]), events(AFTER as u64, 4)).await;
+    env.wait_persisted(BEFORE + AFTER, Duration::from_secs(120)).await;
+    assert_eq!(env.assert_exactly_once().await, (BEFORE + AFTER, 0));
+    assert_eq!(metric("kafka_consumer_recreated_total"), Some(recreated), "recreated after the thaw");
+    aurore.signal("TERM");
+    assert_eq!(aurore.wait_exit(Duration::from_secs(40)).await, Some(0));
+}
+
+/// Thaws the broker when dropped, so that a failed assertion does not leave it frozen for the
+/// tests after this one.
+struct Thaw<'a>(&'a Env);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        stack_command(self.0, &["thaw", "kafka"]);
+    }
 }
