@@ -233,6 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(metrics.clone(), breaker.clone(), buffer.clone()));
     let shutdown = Shutdown::new();
     let abort = Shutdown::new();
+    let stop_by = Arc::new(std::sync::OnceLock::new());
     let stop_http = Shutdown::new();
     tokio::spawn({
         let s = shutdown.clone();
@@ -397,6 +398,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reports,
         shutdown: shutdown.clone(),
         abort: abort.clone(),
+        stop_by: stop_by.clone(),
         recreate: recreate.clone(),
         watch: watch.clone(),
     })
@@ -440,6 +442,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = shutdown.cancelled(), if !abort_armed => {
                 abort_armed = true;
+                let _ = stop_by.set(std::time::Instant::now() + args.shutdown_timeout);
                 let (abort, timeout) = (abort.clone(), args.shutdown_timeout);
                 tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;

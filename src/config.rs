@@ -465,8 +465,8 @@ pub struct RunArgs {
     #[arg(long, env = "AURORE_GROUP_LIVENESS_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub group_liveness_timeout: Duration,
 
-    /// On SIGINT/SIGTERM: time to flush what is buffered and commit before giving up.
-    /// Default 30s.
+    /// On SIGINT/SIGTERM: time from the signal to exit, to flush what is buffered, commit and
+    /// leave the group; what does not fit is given up (PostgreSQL holds every offset). Default 30s.
     #[arg(long, env = "AURORE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 

@@ -7,8 +7,8 @@
 //! reports, not polling), then pauses the assignment and polls on, so heartbeats, rebalances and
 //! `max.poll.interval.ms` are served and the group never evicts it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -71,6 +71,10 @@ pub struct Parts {
     pub reports: Reports,
     pub shutdown: Shutdown,
     pub abort: Shutdown,
+    /// When the shutdown's budget (`--shutdown-timeout`) runs out, set by the app as it sees
+    /// the shutdown (the signal's time): the poll thread may notice later, from inside one of
+    /// its bounded waits, and must not start the budget again from there.
+    pub stop_by: Arc<OnceLock<Instant>>,
     /// Set on SIGHUP: recreate the consumer, as a stuck one is.
     pub recreate: Arc<AtomicBool>,
     /// Stamped by the poll thread, watched from the runtime.
@@ -116,6 +120,7 @@ pub struct Poller {
     shutdown: Shutdown,
     abort: Shutdown,
     shutdown_timeout: Duration,
+    stop_by: Arc<OnceLock<Instant>>,
     topics: Vec<String>,
     group: String,
     next_resolve: Instant,
@@ -215,6 +220,7 @@ impl Poller {
             shutdown: p.shutdown,
             abort: p.abort,
             shutdown_timeout: p.args.shutdown_timeout,
+            stop_by: p.stop_by,
             topics: p.args.topics.clone(),
             group: p.args.group_id.clone(),
             next_resolve: Instant::now(),
@@ -262,13 +268,23 @@ impl Poller {
                 self.stop_refused(reason);
                 break;
             }
-            self.recheck_topics();
-            self.resolve_unresolved();
-            self.check_positions();
-            self.check_bounds();
-            self.check_topic_ids();
-            self.recheck_refused();
-            self.probe_cluster();
+            // Each may wait on Kafka or PostgreSQL (5 s at most): a shutdown is looked for
+            // between them, so that it is seen within one wait, not after all of them.
+            let chores: [fn(&mut Self); 7] = [
+                Self::recheck_topics,
+                Self::resolve_unresolved,
+                Self::check_positions,
+                Self::check_bounds,
+                Self::check_topic_ids,
+                Self::recheck_refused,
+                Self::probe_cluster,
+            ];
+            for chore in chores {
+                if self.shutdown.is_cancelled() {
+                    break;
+                }
+                chore(self);
+            }
             let (flow, reading, timeout) = {
                 let mut core = consumer.context().core();
                 core.absorb_reports();
@@ -587,7 +603,7 @@ impl Poller {
         let (consumer, messages) = self.client.make(core, liveness)?;
         let old_messages = std::mem::replace(&mut self.messages, messages);
         let old = std::mem::replace(&mut self.consumer, Arc::new(consumer));
-        close_within(old, old_messages, &self.client.watch);
+        close_within(old, old_messages, &self.client.watch, CLOSE_TIMEOUT);
         self.health.set_kafka(KafkaState::Unknown);
         Ok(())
     }
@@ -611,9 +627,12 @@ impl Poller {
         self.shutdown.cancel();
     }
 
-    /// Stop fetching, flush what is buffered, wait for it to commit, commit to Kafka, leave.
+    /// Stop fetching, flush what is buffered, wait for it to commit, commit to Kafka, leave:
+    /// all of it by the shutdown's deadline ([`Parts::stop_by`]), each step also within its own
+    /// bound. Past the deadline the consumer is left behind (its session times out) rather
+    /// than waited for.
     fn drain_and_close(mut self, consumer: Arc<BaseConsumer<Context>>) -> Result<(), ConsumerError> {
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = *self.stop_by.get_or_init(|| Instant::now() + self.shutdown_timeout);
         let fatal = self.fatal.take();
         {
             let mut core = consumer.context().core();
@@ -645,17 +664,17 @@ impl Poller {
             core.state.in_flight_total()
         };
         // Kafka's confirmation, for a bounded time: PostgreSQL holds the offsets whatever it says.
-        let confirm_by = Instant::now() + FINAL_COMMIT_TIMEOUT;
+        let confirm_by = (Instant::now() + FINAL_COMMIT_TIMEOUT).min(deadline);
         while consumer.context().core().state.unconfirmed_commits() > 0 && Instant::now() < confirm_by {
             self.client.watch.stamp(Phase::Closing);
             let _ = consumer.poll(Duration::from_millis(20));
         }
         let unconfirmed = consumer.context().core().state.unconfirmed_commits();
         drop(consumer);
-        close_within(self.consumer, self.messages, &self.client.watch);
+        close_within(self.consumer, self.messages, &self.client.watch, deadline.saturating_duration_since(Instant::now()));
         // A probe's client is not left running as the process exits (bounded: its own timeout).
         if let Some(thread) = self.probe.take() {
-            let by = Instant::now() + PROBE_TIMEOUT + Duration::from_secs(2);
+            let by = (Instant::now() + PROBE_TIMEOUT + Duration::from_secs(2)).min(deadline);
             while !thread.is_finished() && Instant::now() < by {
                 self.client.watch.stamp(Phase::Closing);
                 std::thread::sleep(Duration::from_millis(20));
@@ -677,11 +696,12 @@ impl Poller {
     }
 }
 
-/// Closes a consumer (leaving its group) within [`CLOSE_TIMEOUT`], its burst queue first. The
-/// close runs on a thread of its own (`BaseConsumer`'s drop polls until the consumer has closed,
-/// without bound): one that does not close in time is left behind, its threads running on,
-/// rather than holding the poll thread.
-fn close_within(consumer: Arc<BaseConsumer<Context>>, messages: MessageQueue, watch: &PollWatch) {
+/// Closes a consumer (leaving its group) within `within` and at most [`CLOSE_TIMEOUT`], its
+/// burst queue first. The close runs on a thread of its own (`BaseConsumer`'s drop polls until
+/// the consumer has closed, without bound): one that does not close in time is left behind, its
+/// threads running on, rather than holding the poll thread.
+fn close_within(consumer: Arc<BaseConsumer<Context>>, messages: MessageQueue, watch: &PollWatch, within: Duration) {
+    let within = within.min(CLOSE_TIMEOUT);
     watch.stamp(Phase::Closing);
     consumer.context().messages.clear();
     drop(messages);
@@ -690,9 +710,9 @@ fn close_within(consumer: Arc<BaseConsumer<Context>>, messages: MessageQueue, wa
         drop(consumer);
         let _ = closed.send(());
     });
-    if spawned.is_err() || is_closed.recv_timeout(CLOSE_TIMEOUT).is_err() {
+    if spawned.is_err() || is_closed.recv_timeout(within).is_err() {
         tracing::warn!(
-            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            timeout_ms = within.as_millis() as u64,
             "the Kafka consumer did not leave its group in time; it is left behind (its session times out)"
         );
     }
