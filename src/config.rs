@@ -70,7 +70,8 @@ pub enum DeadLettersCommand {
     Purge(PurgeArgs),
 }
 
-/// The longest `--since` and `--older-than` (100 years): PostgreSQL's timestamps end there.
+/// The longest duration any option takes (100 years): PostgreSQL's timestamps end there
+/// (`--since`, `--older-than`, `--retention`).
 const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 impl DeadLettersCommand {
@@ -647,8 +648,15 @@ fn valid_topic(t: &str) -> bool {
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Every duration option's parser. At most [`MAX_AGE`], so that adding one to a clock reading
+/// cannot overflow (`--shutdown-timeout 18446744073709551615s` was accepted, then panicked on
+/// SIGTERM).
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 2m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 2m)"))?;
+    if d > MAX_AGE {
+        return Err(format!("{s} is longer than any option takes (at most 36500d, 100 years)"));
+    }
+    Ok(d)
 }
 
 /// One `--kafka-config key=value`: a librdkafka setting. Its value may be a password

@@ -40,7 +40,8 @@ fn partition_settings_are_checked() {
             .contains("--partition-interval (AURORE_PARTITION_INTERVAL) must be whole seconds")
     );
     assert!(bad(&["--partition-interval", "1500ms"]).contains("whole seconds"));
-    for r in ["0s", "1ms", "500ms", "1500ms", "101years"] {
+    assert!(bad(&["--retention", "101years"]).contains("at most 36500d, 100 years"));
+    for r in ["0s", "1ms", "500ms", "1500ms"] {
         assert!(bad(&["--retention", r]).contains("--retention (AURORE_RETENTION) must be whole seconds from 1s"), "{r}");
     }
     let r = run(&["--partition-interval", "1h", "--retention", "30d"]).unwrap();
@@ -302,4 +303,37 @@ fn librdkafka_refusals_are_redacted_of_every_value() {
     assert!(!redact_kafka_error(&[s("security.protocol", "bogus")], &e).contains("bogus"));
     // A value found inside a longer word is that word, not the value, and stays.
     assert_eq!(redact_word("Client config: abc abcd xabc abc.", "abc"), "Client config: <redacted> abcd xabc <redacted>.");
+}
+
+/// Every duration option of `run` (each one that takes "10s") refuses a duration past
+/// `MAX_AGE` (100 years) with one clear line, and takes the longest: a duration added to a clock
+/// reading must not overflow (`--shutdown-timeout 18446744073709551615s` panicked on SIGTERM).
+#[test]
+fn every_duration_option_is_bounded() {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let run_command = command.find_subcommand("run").expect("run");
+    let parses = |flag: &str, value: &str| {
+        let mut argv = vec!["aurore".to_string(), "run".into(), "--database-url".into(), URL.into(), flag.into(), value.into()];
+        if flag == "--instance-id-wait" {
+            argv.extend(["--instance-id".into(), "a".into()]);
+        }
+        Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let mut durations = Vec::new();
+    for arg in run_command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let flag = format!("--{long}");
+        if !arg.get_action().takes_values() || parses(&flag, "10s").is_err() || parses(&flag, "not-a-duration").is_ok() {
+            continue;
+        }
+        durations.push(flag.clone());
+        for huge in ["18446744073709551615s", "36501d", "1000years"] {
+            let e = parses(&flag, huge).expect_err(&flag);
+            assert!(e.contains("longer than any option takes (at most 36500d, 100 years)"), "{flag} {huge}: {e}");
+        }
+        assert!(parses(&flag, "36500d").is_ok(), "{flag} takes the longest duration");
+    }
+    // linger, shutdown, rebalance drain, liveness, retries (2), connect, partitions (2), instance id wait.
+    assert!(durations.len() >= 10, "duration options found: {durations:?}");
 }
