@@ -97,6 +97,8 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Produce(_) => unreachable!("handled above"),
         }
     });
+    // A blocking task still running (the login check, bounded at 10 s) is not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     if let Some(handle) = validator {
         let _ = handle.join();
     }
@@ -247,7 +249,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.http_addr).await.with_context(|| format!("cannot listen on {}", args.http_addr))?;
     let addr = listener.local_addr()?;
     tracing::info!("metrics at http://{addr}/metrics/prometheus, health at http://{addr}/health");
-    let http = tokio::spawn(crate::http::serve(listener, health.clone(), metrics.clone(), stop_http.clone().cancelled_owned()));
+    let mut http =
+        tokio::spawn(crate::http::serve(listener, health.clone(), metrics.clone(), stop_http.clone().cancelled_owned()));
 
     let pool = db::pool(&args.db.database_url, args.pool_size(), args.db.db_connect_timeout)?;
     tracing::info!(database = %args.db.database_url, brokers = %args.kafka_brokers, "starting");
@@ -271,9 +274,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Some(reason) => (Some(reason), false),
                 None => (None, migrate.await?),
             },
-            migrated = &mut migrate => {
-                let migrated = migrated?;
-                (login.await?, migrated)
+            migrated = &mut migrate => match migrated? {
+                // Shut down meanwhile: the login check is not waited for.
+                false => (None, false),
+                true => (login.await?, true),
             }
         }
     };
@@ -283,6 +287,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Err(crate::kafka::poller::ConsumerError::RefusedLogin(reason).into());
     }
     if !migrated {
+        tracing::info!("stopped before consuming: shut down while starting");
         stop_http.cancel();
         return Ok(());
     }
@@ -411,7 +416,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .context("cannot start the poll thread")?;
 
-    let ticker = tokio::spawn(ticker(pool, metrics.clone(), health.clone(), args.max_service_labels, stop_http.clone()));
+    let mut ticker = tokio::spawn(ticker(pool, metrics.clone(), health.clone(), args.max_service_labels, stop_http.clone()));
 
     let mut failure: Option<anyhow::Error> = None;
     let mut abort_armed = false;
@@ -460,19 +465,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             failure.get_or_insert(anyhow::anyhow!("the poll thread panicked"));
         }
     }
-    while let Some(joined) = workers.join_next().await {
-        if let Ok(Err(e)) = joined {
-            failure.get_or_insert(e.into());
+    // The workers end by the shutdown's deadline (abort), the rest at once; whatever still
+    // waits a moment past it (a query to a PostgreSQL that stopped answering, an HTTP request
+    // held open) is not waited for: a newcomer's trial had the process outlive a 5 s timeout by
+    // ten minutes, stuck in the metrics ticker's query to a hung server.
+    let tail_by =
+        (*stop_by.get_or_init(|| std::time::Instant::now() + args.shutdown_timeout)).max(std::time::Instant::now()) + TAIL_GRACE;
+    let mut workers_done = false;
+    let tail = async {
+        while let Some(joined) = workers.join_next().await {
+            if let Ok(Err(e)) = joined {
+                failure.get_or_insert(e.into());
+            }
+        }
+        workers_done = true;
+        stop_http.cancel();
+        let _ = (&mut ticker).await;
+        let _ = (&mut http).await;
+    };
+    if tokio::time::timeout_at(tail_by.into(), tail).await.is_err() {
+        tracing::warn!(
+            grace_ms = TAIL_GRACE.as_millis() as u64,
+            "stopping: tasks still waiting past the shutdown timeout are left"
+        );
+        stop_http.cancel();
+        ticker.abort();
+        http.abort();
+        if !workers_done {
+            workers.abort_all();
+            failure.get_or_insert(anyhow::anyhow!("gave up at shutdown: flush workers still waiting past the shutdown timeout"));
         }
     }
-    stop_http.cancel();
-    let _ = ticker.await;
     // A retention drop may be waiting for a long query to end: nothing is lost by leaving it
     // (the next start finishes it).
     for task in partitions {
         task.abort();
     }
-    let _ = http.await;
     match failure {
         Some(e) => Err(e),
         None => {
@@ -482,6 +510,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// How long past the shutdown's deadline the last tasks (workers, metrics ticker, HTTP server)
+/// are waited for before they are left.
+const TAIL_GRACE: Duration = Duration::from_secs(1);
+
 /// Applies migrations, waiting out an unreachable database. `false` if shut down meanwhile.
 async fn migrate_with_retry(
     pool: &deadpool_postgres::Pool,
@@ -490,7 +522,13 @@ async fn migrate_with_retry(
     metrics: &Metrics,
 ) -> anyhow::Result<bool> {
     loop {
-        match db::migrate(pool).await {
+        // An attempt waits up to --db-connect-timeout on a server that does not answer: a
+        // shutdown does not wait for it (an interrupted migration rolls back with its connection).
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            attempt = db::migrate(pool) => attempt,
+        };
+        match attempt {
             Ok(_) => return Ok(true),
             Err(e) if e.class() == db::Class::Transient => {
                 metrics.database_connection_up.set(0);
@@ -524,7 +562,12 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
         metrics.events_throughput_per_second.set((total - last) as f64 / now.duration_since(last_at).as_secs_f64().max(0.001));
         (last, last_at) = (total, now);
         health.report();
-        match db::business_counts(&pool).await {
+        // A server that stopped answering must not hold the shutdown.
+        let counts = tokio::select! {
+            _ = stop.cancelled() => return,
+            counts = async { (db::business_counts(&pool).await, db::dead_letter_counts(&pool).await) } => counts,
+        };
+        match counts.0 {
             Ok(rows) => {
                 set_business(&metrics, &rows, max_labels, &mut labelled);
                 if health.breaker.state() == BreakerState::Closed {
@@ -536,7 +579,7 @@ async fn ticker(pool: deadpool_postgres::Pool, metrics: Arc<Metrics>, health: Ar
                 tracing::debug!(error = %e, "business metrics not refreshed");
             }
         }
-        match db::dead_letter_counts(&pool).await {
+        match counts.1 {
             Ok(rows) => letters.update(&metrics, &rows),
             Err(e) => tracing::debug!(error = %e, "dead-letter metrics not refreshed"),
         }

@@ -641,6 +641,8 @@ pub fn prometheus_query(expr: &str) -> Vec<(serde_json::Map<String, serde_json::
 pub struct Proxy {
     pub port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// True while frozen: connections are held open and nothing is relayed.
+    frozen: tokio::sync::watch::Sender<bool>,
     cut: std::sync::Arc<std::sync::Mutex<tokio::sync::watch::Sender<u64>>>,
 }
 
@@ -652,6 +654,7 @@ impl Proxy {
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let cut = std::sync::Arc::new(std::sync::Mutex::new(tx));
+        let (frozen, frozen_rx) = tokio::sync::watch::channel(false);
         let is_open = open.clone();
         tokio::spawn(async move {
             loop {
@@ -663,16 +666,27 @@ impl Proxy {
                 let target = target.clone();
                 let mut cuts = rx.clone();
                 cuts.mark_unchanged();
+                let mut freezes = frozen_rx.clone();
                 tokio::spawn(async move {
+                    // Frozen: held open and silent until thawed, then reset (a relay stopped
+                    // mid-message cannot go on).
+                    if *freezes.borrow_and_update() {
+                        let _ = freezes.wait_for(|f| !*f).await;
+                        return;
+                    }
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cuts.changed() => {} // dropping both ends resets the connection
+                    let frozen = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        _ = cuts.changed() => false, // dropping both ends resets the connection
+                        _ = freezes.wait_for(|f| *f) => true,
+                    };
+                    if frozen {
+                        let _ = freezes.wait_for(|f| !*f).await;
                     }
                 });
             }
         });
-        Proxy { port, open, cut }
+        Proxy { port, open, frozen, cut }
     }
 
     /// Drops every connection and refuses new ones.
@@ -683,6 +697,17 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Holds every connection, old and new, open and silent: a server that hangs (a frozen
+    /// host, a full disk) rather than one that is gone.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Ends a freeze: the held connections are reset, new ones are relayed again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 }
 

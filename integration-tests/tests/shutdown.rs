@@ -1,9 +1,10 @@
 //! SIGTERM mid-stream: aurore flushes, commits and exits 0; a restart continues with no gap
-//! and no duplicate.
+//! and no duplicate. With PostgreSQL hung, mid-stream or at start, the exit still comes within
+//! `--shutdown-timeout`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use integration_tests::{Env, events, wait_until};
+use integration_tests::{Aurore, Env, Metrics, Proxy, events, free_port, wait_until};
 
 #[tokio::test]
 async fn sigterm_flushes_and_exits_zero_and_a_restart_continues() {
@@ -49,4 +50,69 @@ async fn sigterm_flushes_the_buffer() {
     aurore.signal("TERM");
     assert_eq!(aurore.wait_exit(Duration::from_secs(40)).await, Some(0), "{}", aurore.log_text());
     assert_eq!(env.assert_exactly_once().await, (3_000, 0));
+}
+
+/// PostgreSQL hangs (every connection held open, nothing answered: the test's proxy frozen)
+/// mid-stream, and SIGTERM comes: aurore exits within `--shutdown-timeout` plus the 1 s it gives
+/// its last tasks, exit 1 (batches not stored). A newcomer's trial saw the process outlive a
+/// 5 s timeout by ten minutes, held by the metrics ticker's query to the hung server, which
+/// nothing bounded. A restart stores every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_postgresql_hung_exits_within_the_shutdown_timeout() {
+    const BEFORE: i64 = 10_000;
+    const HELD: i64 = 5_000;
+    let env = Env::new("sigterm_hung", 4, &[]).await;
+    let proxy = Proxy::start(env.database_addr()).await;
+    let url = env.database_url_via(proxy.port);
+    let mut aurore = Aurore::spawn_with(&env, &["--shutdown-timeout", "5s"], free_port(), &url);
+    env.produce(&env.producer(&[]), events(BEFORE as u64, 4)).await;
+    env.wait_persisted(BEFORE, Duration::from_secs(120)).await;
+
+    proxy.freeze();
+    env.produce(&env.producer(&[]), events(HELD as u64, 4)).await;
+    let buffered = || Metrics::scrape(&aurore).and_then(|m| m.get("buffer_size", &[])).unwrap_or(0.0);
+    wait_until("the new events in aurore's buffer", Duration::from_secs(60), || async {
+        (buffered() >= HELD as f64).then_some(())
+    })
+    .await;
+    // Frozen for longer than the metrics ticker's period (5 s), so that its query is caught too.
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let signalled = Instant::now();
+    aurore.signal("TERM");
+    let code = aurore.wait_exit(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    eprintln!("[sigterm_hung] exit {code:?} {} ms after SIGTERM", took.as_millis());
+    assert!(took < Duration::from_secs(8), "exited {took:?} after SIGTERM with --shutdown-timeout 5s:\n{}", aurore.log_text());
+    assert_eq!(code, Some(1), "batches were not stored: exit code 1");
+
+    proxy.thaw();
+    let _again = Aurore::spawn_with(&env, &[], free_port(), &url);
+    env.wait_persisted(BEFORE + HELD, Duration::from_secs(180)).await;
+    assert_eq!(env.assert_exactly_once().await, (BEFORE + HELD, 0));
+}
+
+/// A signal while aurore starts against a server that accepts connections and never answers:
+/// it stops within `--shutdown-timeout`, not after `--db-connect-timeout` (30 s here; a
+/// newcomer's trial measured 29 s against a 2 s timeout, exit 0 and no line saying it stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_starting_against_a_silent_server_stops_within_the_timeout() {
+    let env = Env::new("sigterm_silent", 1, &[]).await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let url = env.database_url_via(silent.local_addr().unwrap().port());
+    let mut aurore = Aurore::spawn_with(&env, &["--shutdown-timeout", "2s", "--db-connect-timeout", "30s"], free_port(), &url);
+    // HTTP answers first, while migrations wait for the database.
+    wait_until("aurore's HTTP endpoint", Duration::from_secs(30), || async { aurore.get("/health/live").map(|_| ()) }).await;
+    let signalled = Instant::now();
+    aurore.signal("TERM");
+    let code = aurore.wait_exit(Duration::from_secs(60)).await;
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(4), "exited {took:?} after SIGTERM with --shutdown-timeout 2s");
+    assert_eq!(code, Some(0));
+    let log = aurore.log_text();
+    assert!(log.contains("stopped before consuming"), "{log}");
+    drop(silent);
 }
