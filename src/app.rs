@@ -344,7 +344,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         [Pass::Create, Pass::Drop].map(|kind| tokio::spawn(partitions::run(maintenance.clone(), kind, stop_http.clone())));
 
     let (reporter, reports) = handoff::channel();
+    let (doing, done) = handoff::progress(args.flush_workers);
     let shared = Shared {
+        progress: done.clone(),
         pool: pool.clone(),
         database: Arc::from(args.db.database_url.to_string()),
         group: Arc::from(args.group_id.as_str()),
@@ -366,10 +368,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Ends once every worker has, and what they committed is confirmed.
     let (confirmations, committed) = tokio::sync::mpsc::unbounded_channel();
     workers.spawn(durability::run(shared.clone(), confirming, committed));
-    for id in 0..args.flush_workers {
+    for (id, doing) in doing.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         senders.push(tx);
-        workers.spawn(worker::run(id, shared.clone(), rx, confirmations.clone()));
+        workers.spawn(worker::run(id, shared.clone(), rx, confirmations.clone(), doing));
     }
     drop((shared, confirmations));
 
@@ -400,6 +402,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         buffer,
         breaker,
         workers: senders,
+        progress: done,
         reports,
         shutdown: shutdown.clone(),
         abort: abort.clone(),

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub worker_busy: IntGauge,
     pub offset_fence_conflicts_total: IntCounter,
     pub worker_batches_not_durable_total: IntCounter,
+    pub worker_partition_moves_total: IntCounter,
 
     pub app_health_status: Gauge,
     pub circuit_breaker_state: IntGauge,
@@ -168,6 +169,10 @@ impl Metrics {
             worker_batches_not_durable_total: counter(
                 "worker_batches_not_durable_total",
                 "Committed batches not confirmed durable (PostgreSQL restarted, or the confirming connection was lost, before a flush past them): their partitions are read again from PostgreSQL, and what it lost from Kafka.",
+            ),
+            worker_partition_moves_total: counter(
+                "worker_partition_moves_total",
+                "Partitions moved from a flush worker with a backlog to an idle one, while units of them were still at the first.",
             ),
 
             app_health_status: fgauge("app_health_status", "Overall health: 1 healthy, 0.5 degraded, 0 down."),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Env, events};
+use integration_tests::{Env, Metrics, events};
 
 #[tokio::test]
 async fn one_hundred_thousand_events_give_exactly_one_hundred_thousand_rows() {
@@ -40,4 +40,26 @@ async fn a_zstd_compressed_topic_is_read() {
     let _aurore = env.spawn_aurore(&[]);
     env.wait_persisted(3_000, Duration::from_secs(120)).await;
     assert_eq!(env.assert_exactly_once().await, (3_000, 0));
+}
+
+/// A backlog on the partitions of one flush worker only (0 and 2 start at the same worker,
+/// `Batcher::route`): partitions move to the idle worker while batches of them are still at
+/// the first, and every message is still stored exactly once, with no batch fenced on the way
+/// (a moved partition's batch that began before its last batch at the first worker ended
+/// would find `consumer_offsets` short of its fence).
+#[tokio::test]
+async fn a_backlog_on_one_workers_partitions_moves_some_to_the_other_exactly_once() {
+    let env = Env::new("moves", 4, &[]).await;
+    let producer = env.producer(&[]);
+    let backlog: Vec<_> = events(60_000, 2).into_iter().map(|(p, v)| (p * 2, v)).collect();
+    env.produce(&producer, backlog).await;
+    let aurore = env.spawn_aurore(&["--batch-size", "500"]);
+    env.wait_persisted(60_000, Duration::from_secs(300)).await;
+    assert_eq!(env.assert_exactly_once().await, (60_000, 0));
+    let m = Metrics::scrape(&aurore).expect("metrics");
+    let moves = m.get("worker_partition_moves_total", &[]).unwrap_or(0.0);
+    let fenced = m.get("offset_fence_conflicts_total", &[]).unwrap_or(0.0);
+    assert!(moves >= 1.0, "a partition moved to the idle worker: worker_partition_moves_total {moves}");
+    assert_eq!(fenced, 0.0, "no batch fenced: offset_fence_conflicts_total {fenced}\n{}", aurore.log_text());
+    drop(aurore);
 }

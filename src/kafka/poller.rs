@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::{Buffer, Flow};
-use crate::pipeline::handoff::{self, Reports};
+use crate::pipeline::handoff::{self, Done, Reports};
 use crate::pipeline::offsets::Start;
 use crate::shutdown::Shutdown;
 
@@ -68,6 +68,8 @@ pub struct Parts {
     pub buffer: Arc<Buffer>,
     pub breaker: Arc<Breaker>,
     pub workers: Vec<UnboundedSender<Batch>>,
+    /// Each worker's progress ([`Done`]), one a worker.
+    pub progress: Vec<Done>,
     pub reports: Reports,
     pub shutdown: Shutdown,
     pub abort: Shutdown,
@@ -193,6 +195,7 @@ impl Poller {
             linger: p.args.linger,
             max_event_bytes: p.args.max_event_bytes,
             hold_max: HOLD_MAX,
+            progress: p.progress,
         };
         let core = Core {
             state: PollerState::new(settings.clone(), p.buffer.clone(), p.metrics.clone()),

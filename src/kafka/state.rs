@@ -19,7 +19,7 @@ use crate::kafka::commits::{Commits, Offset};
 use crate::metrics::Metrics;
 use crate::pipeline::batch::{Batch, Batcher, Unit};
 use crate::pipeline::buffer::{Backpressure, Buffer, Flow};
-use crate::pipeline::handoff::{Outcome, Report};
+use crate::pipeline::handoff::{Done, Outcome, Report};
 use crate::pipeline::now_micros;
 use crate::pipeline::offsets::{Accept, Epoch, OffsetTracker, Start};
 
@@ -89,6 +89,9 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// The longest a full buffer holds before the assignment is paused ([`Backpressure`]).
     pub hold_max: Duration,
+    /// Each worker's progress, to move partitions to an idle worker ([`Batcher::route`]);
+    /// empty: partitions never move while a worker has their units.
+    pub progress: Vec<Done>,
 }
 
 /// A message taken, decoded and waiting for its id, within one burst.
@@ -125,6 +128,8 @@ pub struct PollerState {
     /// Partitions (re)started since the last [`PollerState::positions`]: their librdkafka
     /// position is not trusted yet.
     fresh: Vec<(Arc<str>, i32)>,
+    /// [`Batcher::moves`] as last counted in the metrics.
+    moves_counted: u64,
 }
 
 impl PollerState {
@@ -134,8 +139,11 @@ impl PollerState {
             // A batch is also full at a quarter of the byte capacity, as the event capacity's
             // default holds four batches: with large messages, batches then fill while others
             // commit instead of waiting out the linger, and one batch never holds all the buffer.
-            batcher: Batcher::new(settings.workers, settings.batch_size, settings.linger)
-                .with_batch_bytes(buffer.capacity_bytes / 4),
+            batcher: {
+                let b = Batcher::new(settings.workers, settings.batch_size, settings.linger)
+                    .with_batch_bytes(buffer.capacity_bytes / 4);
+                if settings.progress.is_empty() { b } else { b.with_progress(settings.progress) }
+            },
             commits: Commits::default(),
             buffer,
             metrics,
@@ -151,6 +159,7 @@ impl PollerState {
             suspects: Vec::new(),
             checked: Vec::new(),
             fresh: Vec::new(),
+            moves_counted: 0,
         }
     }
 
@@ -456,9 +465,9 @@ impl PollerState {
                 continue;
             }
             if let Some(epoch) = self.tracker.skip_to(topic, *partition, *next) {
-                let worker = self.batcher.worker_of(topic, *partition);
-                let topic = self.tracker.topic(topic).clone();
-                self.batcher.skip_to(worker, &topic, *partition, epoch, *next);
+                let topic = self.tracker.topic(topic);
+                let worker = self.batcher.route(topic, *partition);
+                self.batcher.skip_to(worker, topic, *partition, epoch, *next);
             }
         }
     }
@@ -470,6 +479,9 @@ impl PollerState {
                 self.flush(w);
             }
         }
+        let moves = self.batcher.moves();
+        self.metrics.worker_partition_moves_total.inc_by(moves - self.moves_counted);
+        self.moves_counted = moves;
         let flow = self.backpressure.update(&self.buffer, breaker_open, now);
         self.metrics.kafka_fetch_paused.set((flow != Flow::Fetch) as i64);
         let pause = flow == Flow::Pause;
@@ -560,8 +572,8 @@ impl PollerState {
                 Some((_, Some(t))) => t,
                 _ => now_micros(),
             };
-            let worker = self.batcher.worker_of(m.topic, m.partition);
             let topic = self.tracker.topic(m.topic);
+            let worker = self.batcher.route(topic, m.partition);
             let unit = self.batcher.unit(worker, topic, m.partition, d.epoch);
             match d.event {
                 Ok(ev) => {

@@ -6,8 +6,14 @@ use crate::pipeline::offsets::Fence;
 const HOLD: Duration = Duration::from_secs(1);
 
 fn state(capacity: usize) -> PollerState {
-    let settings =
-        Settings { workers: 2, batch_size: 3, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let settings = Settings {
+        workers: 2,
+        batch_size: 3,
+        linger: Duration::from_secs(3600),
+        max_event_bytes: 1 << 20,
+        hold_max: HOLD,
+        progress: Vec::new(),
+    };
     PollerState::new(settings, Arc::new(Buffer::new(capacity, 1 << 30, 50)), Arc::new(Metrics::new()))
 }
 
@@ -261,8 +267,14 @@ fn ids_are_derived_only_for_events_without_one() {
 
 #[test]
 fn linger_sends_a_batch_and_bad_input_is_a_dead_letter() {
-    let settings =
-        Settings { workers: 1, batch_size: 100, linger: Duration::from_millis(10), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let settings = Settings {
+        workers: 1,
+        batch_size: 100,
+        linger: Duration::from_millis(10),
+        max_event_bytes: 1 << 20,
+        hold_max: HOLD,
+        progress: Vec::new(),
+    };
     let mut s = PollerState::new(settings, Arc::new(Buffer::new(100, 1 << 30, 50)), Arc::new(Metrics::new()));
     let t0 = Instant::now();
     assign(&mut s, 0, Start::Kafka);
@@ -505,8 +517,14 @@ fn transaction_markers_after_the_last_message_are_moved_past() {
 /// One worker, batches of 100, and the metrics it writes to.
 fn with_metrics() -> (PollerState, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let settings =
-        Settings { workers: 1, batch_size: 100, linger: Duration::from_secs(3600), max_event_bytes: 1 << 20, hold_max: HOLD };
+    let settings = Settings {
+        workers: 1,
+        batch_size: 100,
+        linger: Duration::from_secs(3600),
+        max_event_bytes: 1 << 20,
+        hold_max: HOLD,
+        progress: Vec::new(),
+    };
     (PollerState::new(settings, Arc::new(Buffer::new(1000, 1 << 30, 50)), metrics.clone()), metrics)
 }
 

@@ -15,6 +15,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::copy;
 use crate::event::{Event, Invalid, Reject};
+use crate::pipeline::handoff::Done;
 use crate::pipeline::offsets::{Epoch, Fence};
 
 /// Most of a rejected message kept in its dead letter; the rest is summarised by its size.
@@ -278,6 +279,12 @@ impl RowBuffers {
 #[derive(Debug)]
 pub struct Batch {
     pub units: Vec<Unit>,
+    /// The batch's number among those sent to its worker: 1, 2, … (see [`Done`]).
+    pub seq: u64,
+    /// Batches of other workers (worker, `seq`) whose transactions must end before this one
+    /// begins: they hold the units before this batch's of a partition that moved here
+    /// ([`Batcher::route`]). Empty unless a partition moved.
+    pub after: Vec<(usize, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -288,9 +295,22 @@ struct Open {
     bytes: usize,
     opened: Option<Instant>,
     last: usize,
+    after: Vec<(usize, u64)>,
 }
 
-/// The open batch of every flush worker.
+/// Where a partition's units go.
+#[derive(Debug)]
+struct Route {
+    topic: Arc<str>,
+    partition: i32,
+    worker: usize,
+    /// Whether the partition has a unit in `worker`'s open batch: it stays there until sent.
+    open: bool,
+    /// The `seq` of the last batch sent to `worker` with a unit of the partition (0: none).
+    last: u64,
+}
+
+/// The open batch of every flush worker, and which worker each partition's units go to.
 #[derive(Debug)]
 pub struct Batcher {
     open: Vec<Open>,
@@ -299,6 +319,14 @@ pub struct Batcher {
     linger: Duration,
     unit_capacity: usize,
     row_buffers: RowBuffers,
+    routes: Vec<Route>,
+    /// The route looked up last: a burst's messages mostly come a partition at a time.
+    hot: usize,
+    /// Batches sent to each worker so far (the last `seq`).
+    sent: Vec<u64>,
+    /// Each worker's progress; none given, every batch sent counts as done.
+    done: Vec<Done>,
+    moves: u64,
 }
 
 impl Batcher {
@@ -311,7 +339,20 @@ impl Batcher {
             // ~450 bytes a typical row; a unit rarely holds a whole batch.
             unit_capacity: (batch_size * 450 / workers.max(1)).min(4 << 20),
             row_buffers: RowBuffers::default(),
+            routes: Vec::new(),
+            hot: 0,
+            sent: vec![0; workers],
+            done: Vec::new(),
+            moves: 0,
         }
+    }
+
+    /// Each worker's progress (one [`Done`] a worker, in order), which lets partitions move
+    /// to a worker that has nothing to do ([`Batcher::route`]).
+    pub fn with_progress(mut self, done: Vec<Done>) -> Self {
+        assert_eq!(done.len(), self.open.len(), "one progress a worker");
+        self.done = done;
+        self
     }
 
     /// Batches are also full at `bytes` of message values (by default only their event count
@@ -338,10 +379,81 @@ impl Batcher {
         self.row_buffers.kept()
     }
 
-    /// The worker that persists `partition`: one per partition, so its batches commit in order.
-    pub fn worker_of(&self, topic: &str, partition: i32) -> usize {
-        let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        topic_hash.wrapping_add(partition as usize) % self.open.len()
+    /// The worker that persists `partition`'s next messages, to call before [`Batcher::unit`]
+    /// (the hot path: a lookup, unless the partition has no open unit).
+    ///
+    /// A partition's batches must commit in order, each finding in `consumer_offsets` where the
+    /// one before left it, so a partition stays with one worker while that worker has any of
+    /// its units (open, or sent and not done) and has no backlog. When the partition needs a
+    /// new unit:
+    /// - if no worker has any of its units, the least busy worker (fewest batches sent and not
+    ///   done; its own on a tie) takes it;
+    /// - if its worker has a backlog (a batch waiting behind the one it is persisting) while
+    ///   another has nothing to do, it moves there: that worker's batch then waits for the
+    ///   partition's last batch to end ([`Batch::after`]) before it begins. This is what keeps
+    ///   both workers busy when a backlog's partitions are uneven (a keyless producer's sticky
+    ///   partitioner makes them so: one worker had 57 % of a 1 M backlog and spent its end
+    ///   alone, README "Performance").
+    pub fn route(&mut self, topic: &Arc<str>, partition: i32) -> usize {
+        let hit = |r: &Route| r.partition == partition && Arc::ptr_eq(&r.topic, topic);
+        let i = if self.routes.get(self.hot).is_some_and(hit) {
+            self.hot
+        } else if let Some(i) = self.routes.iter().position(hit) {
+            i
+        } else {
+            // First seen: spread by name, as every partition was before routes moved.
+            let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            let worker = topic_hash.wrapping_add(partition as usize) % self.open.len();
+            self.routes.push(Route { topic: topic.clone(), partition, worker, open: false, last: 0 });
+            self.routes.len() - 1
+        };
+        self.hot = i;
+        let r = &self.routes[i];
+        if r.open {
+            return r.worker;
+        }
+        let (from, last) = (r.worker, r.last);
+        let queued = |w: usize| self.sent[w] - self.done(w).min(self.sent[w]);
+        let workers = 0..self.open.len();
+        let (to, after) = if self.done(from) >= last {
+            (workers.min_by_key(|&w| (queued(w), w != from, self.open[w].messages)).unwrap_or(from), None)
+        } else if queued(from) >= 2
+            && let Some(to) = workers.filter(|&w| queued(w) == 0).min_by_key(|&w| self.open[w].messages)
+        {
+            (to, Some((from, last)))
+        } else {
+            (from, None)
+        };
+        if let Some((w, seq)) = after {
+            self.moves += 1;
+            let after = &mut self.open[to].after;
+            match after.iter_mut().find(|(aw, _)| *aw == w) {
+                Some(a) => a.1 = a.1.max(seq),
+                None => after.push((w, seq)),
+            }
+        }
+        let r = &mut self.routes[i];
+        r.worker = to;
+        r.open = true;
+        to
+    }
+
+    /// How many times a partition with units at one worker moved to another, so far.
+    pub fn moves(&self) -> u64 {
+        self.moves
+    }
+
+    fn done(&self, worker: usize) -> u64 {
+        self.done.get(worker).map_or(self.sent[worker], |d| *d.borrow())
+    }
+
+    fn closed(&mut self, topic: &Arc<str>, partition: i32, sent: Option<u64>) {
+        if let Some(r) = self.routes.iter_mut().find(|r| r.partition == partition && Arc::ptr_eq(&r.topic, topic)) {
+            r.open = false;
+            if let Some(seq) = sent {
+                r.last = seq;
+            }
+        }
     }
 
     /// The open unit of `partition` in `worker`'s batch, created if needed, moved past
@@ -399,12 +511,23 @@ impl Batcher {
                 None => stale.push(unit),
             }
         }
-        ((!units.is_empty()).then_some(Batch { units }), stale)
+        let seq = self.sent[worker] + u64::from(!units.is_empty());
+        for u in &units {
+            self.closed(&u.topic.clone(), u.partition, Some(seq));
+        }
+        for u in &stale {
+            self.closed(&u.topic.clone(), u.partition, None);
+        }
+        if units.is_empty() {
+            return (None, stale);
+        }
+        self.sent[worker] = seq;
+        (Some(Batch { units, seq, after: open.after }), stale)
     }
 
     /// Removes the open unit of a partition (revoked, or its fence was lost).
     pub fn discard(&mut self, topic: &str, partition: i32) -> Option<Unit> {
-        self.open.iter_mut().find_map(|open| {
+        let unit = self.open.iter_mut().find_map(|open| {
             let i = open.units.iter().position(|u| u.partition == partition && &*u.topic == topic)?;
             let unit = open.units.swap_remove(i);
             open.messages -= unit.messages;
@@ -414,7 +537,9 @@ impl Batcher {
                 open.opened = None;
             }
             Some(unit)
-        })
+        })?;
+        self.closed(&unit.topic.clone(), unit.partition, None);
+        Some(unit)
     }
 
     pub fn workers(&self) -> usize {

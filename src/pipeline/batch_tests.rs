@@ -11,7 +11,7 @@ const T0: i64 = 1_714_557_600_000_000; // 2024-05-01T10:00:00Z
 fn batches_fill_to_size_and_seal_with_fences() {
     let mut b = Batcher::new(2, 3, Duration::from_secs(60));
     let topic: Arc<str> = Arc::from("events");
-    let w = b.worker_of("events", 1);
+    let w = b.route(&topic, 1);
     for off in 10..13 {
         let json = r#"{"service":"s","event_type":"t"}"#;
         b.unit(w, &topic, 1, 7).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
@@ -80,7 +80,7 @@ fn linger_makes_a_batch_due() {
     let mut b = Batcher::new(2, 100, Duration::from_millis(5));
     let topic: Arc<str> = Arc::from("events");
     assert!(b.next_due().is_none());
-    let w = b.worker_of("events", 0);
+    let w = b.route(&topic, 0);
     b.unit(w, &topic, 0, 1).push_dead(0, None, None, None, decode(None, 1).unwrap_err());
     let due = b.next_due().unwrap();
     assert!(!b.is_due(w, due - Duration::from_millis(1)));
@@ -105,8 +105,8 @@ fn stale_units_are_handed_back_and_discard_removes_a_partition() {
 fn batches_also_fill_at_their_byte_limit() {
     let mut b = Batcher::new(2, 1000, Duration::from_secs(60)).with_batch_bytes(100);
     let topic: Arc<str> = Arc::from("events");
-    let w = b.worker_of("events", 0);
-    let other = b.worker_of("events", 1);
+    let w = b.route(&topic, 0);
+    let other = b.route(&topic, 1);
     let json = r#"{"service":"s","event_type":"t","payload":{"pad":"0123456789"}}"#;
     let push = |b: &mut Batcher, worker: usize, partition: i32, off: i64| {
         b.unit(worker, &topic, partition, 1).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
@@ -131,12 +131,79 @@ fn batches_also_fill_at_their_byte_limit() {
 
 #[test]
 fn partitions_spread_over_workers() {
-    let b = Batcher::new(2, 1, Duration::from_secs(1));
+    let mut b = Batcher::new(2, 1, Duration::from_secs(1));
+    let topic: Arc<str> = Arc::from("events");
     let mut per = [0; 2];
     for p in 0..6 {
-        per[b.worker_of("events", p)] += 1;
+        per[b.route(&topic, p)] += 1;
     }
     assert_eq!(per, [3, 3]);
+}
+
+/// Routes `partition` and fills its worker's batch (of two) with it, then sends it.
+fn send(b: &mut Batcher, topic: &Arc<str>, partition: i32) -> (usize, Batch) {
+    let w = b.route(topic, partition);
+    let json = r#"{"service":"s","event_type":"t"}"#;
+    for off in 0..2 {
+        b.unit(w, topic, partition, 1).push_event(&event(json), off, T0, uuid::Uuid::nil(), json.len());
+    }
+    assert!(b.is_full(w));
+    (w, b.take(w, |_| Some(Fence::Absent)).0.unwrap())
+}
+
+#[test]
+fn a_partition_moves_to_an_idle_worker_only_from_a_backlog_and_after_its_last_batch() {
+    let (doing, done) = crate::pipeline::handoff::progress(2);
+    let mut b = Batcher::new(2, 2, Duration::from_secs(60)).with_progress(done);
+    let topic: Arc<str> = Arc::from("events");
+    let (w, first) = send(&mut b, &topic, 0);
+    let other = 1 - w;
+    assert_eq!((first.seq, first.after.as_slice()), (1, &[][..]));
+    // One batch at its worker, being persisted: no backlog, the partition stays.
+    let (at, second) = send(&mut b, &topic, 0);
+    assert_eq!((at, second.seq, b.moves()), (w, 2, 0));
+    // A batch waits behind the one being persisted, the other worker has nothing: it moves,
+    // and its batch there comes after the partition's last one.
+    let (at, third) = send(&mut b, &topic, 0);
+    assert_eq!((at, third.seq, third.after.as_slice(), b.moves()), (other, 1, &[(w, 2)][..], 1));
+    // While it has a batch at its new worker, it stays there, however busy.
+    doing[w].send_replace(2);
+    let (at, fourth) = send(&mut b, &topic, 0);
+    assert_eq!((at, fourth.seq, fourth.after.as_slice()), (other, 2, &[][..]));
+    // A worker that keeps a partition unit open keeps the partition: no unit is split.
+    let u = b.route(&topic, 0);
+    assert_eq!(b.route(&topic, 0), u);
+}
+
+#[test]
+fn a_partition_with_nothing_at_any_worker_goes_to_the_least_busy() {
+    let (doing, done) = crate::pipeline::handoff::progress(2);
+    let mut b = Batcher::new(2, 2, Duration::from_secs(60)).with_progress(done);
+    let topic: Arc<str> = Arc::from("events");
+    let (w, first) = send(&mut b, &topic, 0);
+    // Partition 2 starts at the same worker (by name), which is now persisting a batch.
+    doing[w].send_replace(first.seq);
+    let (w2, busy) = send(&mut b, &topic, 2);
+    assert_eq!(w2, w, "a new partition starts where its name puts it when both are idle");
+    // Partition 0's batch is done, the worker busy with partition 2's: 0 goes to the other,
+    // with nothing to wait for, and no move counted.
+    let (at, batch) = send(&mut b, &topic, 0);
+    assert_eq!((at, batch.after.as_slice(), b.moves()), (1 - w, &[][..], 0));
+    // Both idle again: it stays where it is.
+    doing[w].send_replace(busy.seq);
+    doing[1 - w].send_replace(batch.seq);
+    assert_eq!(send(&mut b, &topic, 0).0, 1 - w);
+}
+
+#[test]
+fn without_progress_a_partition_keeps_its_worker() {
+    let mut b = Batcher::new(2, 2, Duration::from_secs(60));
+    let topic: Arc<str> = Arc::from("events");
+    let w = send(&mut b, &topic, 0).0;
+    for _ in 0..5 {
+        assert_eq!(send(&mut b, &topic, 0).0, w);
+    }
+    assert_eq!(b.moves(), 0);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::event::Reject;
 use crate::metrics::Metrics;
 use crate::pipeline::batch::{Batch, Unit};
 use crate::pipeline::breaker::Breaker;
-use crate::pipeline::handoff::{Outcome, Report, Reporter};
+use crate::pipeline::handoff::{Doing, Done, Outcome, Report, Reporter};
 use crate::pipeline::now_micros;
 use crate::pipeline::offsets::Fence;
 use crate::shutdown::Shutdown;
@@ -38,6 +38,8 @@ pub struct Shared {
     pub dead_letter_topic: Option<Arc<DeadLetterTopic>>,
     /// Wakes partition maintenance: a flush found no partition for its rows.
     pub partitions_missing: Arc<tokio::sync::Notify>,
+    /// Every worker's progress, for a batch to wait on the batches it comes after.
+    pub progress: Vec<Done>,
 }
 
 /// A batch whose transaction has committed asynchronously, for
@@ -66,11 +68,13 @@ pub enum SinkError {
 
 /// Persists what arrives on `batches` until the channel closes; each committed batch goes to
 /// `confirmations` ([`durability`](super::durability)), which acknowledges it once durable.
+/// `doing` tells the other workers and the poll thread how far it got ([`Done`]).
 pub async fn run(
     id: usize,
     shared: Shared,
     mut batches: UnboundedReceiver<Batch>,
     confirmations: Confirmations,
+    doing: Doing,
 ) -> Result<(), SinkError> {
     // The poll thread closes the channel once everything is flushed. On abort the worker leaves
     // without it: a poll thread that stopped answering never closes it.
@@ -94,9 +98,22 @@ pub async fn run(
                 return Err(SinkError::Aborted(format!("{queued} batches queued for this worker were not persisted; Kafka has them")));
             }
         };
-        shared.metrics.worker_busy.inc();
-        let result = persist(&shared, batch, &confirmations).await;
-        shared.metrics.worker_busy.dec();
+        let seq = batch.seq;
+        let turn = batch.after.is_empty()
+            || tokio::select! {
+                biased;
+                _ = shared.abort.cancelled() => false,
+                _ = after(&shared.progress, &batch.after) => true,
+            };
+        let result = if turn {
+            shared.metrics.worker_busy.inc();
+            let result = persist(&shared, batch, &confirmations).await;
+            shared.metrics.worker_busy.dec();
+            result
+        } else {
+            abandoned(&shared, batch.units, SinkError::Aborted("the shutdown timeout passed".into()))
+        };
+        doing.send_replace(seq);
         if let Err(e) = result {
             tracing::error!(worker = id, error = %e, "flush worker stopped; not retried, aurore stops");
             // Nothing queued here will be persisted: hand it back so shutdown does not wait on it.
@@ -108,6 +125,18 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Until the batches `after` names have ended at their workers: a partition that moved here
+/// ([`Batcher::route`](crate::pipeline::batch::Batcher::route)) has its earlier units there,
+/// and this batch's fence expects to find them committed. A worker that is gone ended what it
+/// will: whatever it did not commit, the fence finds out.
+async fn after(progress: &[Done], after: &[(usize, u64)]) {
+    for &(worker, seq) in after {
+        if let Some(done) = progress.get(worker) {
+            let _ = done.clone().wait_for(|&d| d >= seq).await;
+        }
+    }
 }
 
 async fn persist(shared: &Shared, batch: Batch, confirmations: &Confirmations) -> Result<(), SinkError> {
