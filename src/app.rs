@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::partitions::{self, Lock, Maintenance, Pass};
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::{Budget, Buffer};
-use crate::pipeline::handoff;
+use crate::pipeline::{handoff, progress};
 use crate::shutdown::{self, Shutdown};
 use crate::sink::dead_letter_topic::DeadLetterTopic;
 use crate::sink::durability;
@@ -344,7 +344,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         [Pass::Create, Pass::Drop].map(|kind| tokio::spawn(partitions::run(maintenance.clone(), kind, stop_http.clone())));
 
     let (reporter, reports) = handoff::channel();
-    let (doing, done) = handoff::progress(args.flush_workers);
+    let (doing, done) = progress::channels(args.flush_workers);
     let shared = Shared {
         progress: done.clone(),
         pool: pool.clone(),

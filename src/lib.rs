@@ -30,7 +30,8 @@
 //!   then is a batch reported), with every SQL text in [`sink::sql`].
 //! - [`pipeline`], the vocabulary both sides speak (pure): [`pipeline::offsets`] (fences, epochs,
 //!   starts), [`pipeline::batch`] (units, batches, reused row buffers), [`pipeline::handoff`] (the
-//!   one return path), [`pipeline::buffer`] (accounting, back-pressure), [`pipeline::breaker`].
+//!   one return path), [`pipeline::progress`] (each worker's last finished batch),
+//!   [`pipeline::buffer`] (accounting, back-pressure), [`pipeline::breaker`].
 //! - [`event`]: the wire format, decoded and validated (pure), with [`event::fastpath`] for the
 //!   common case; [`ids`]: derived ids of a burst (pure); [`copy`]: the binary COPY row encoder
 //!   (pure).

@@ -33,8 +33,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::breaker::{Breaker, State as BreakerState};
 use crate::pipeline::buffer::{Buffer, Flow};
-use crate::pipeline::handoff::{self, Done, Reports};
+use crate::pipeline::handoff::{self, Reports};
 use crate::pipeline::offsets::Start;
+use crate::pipeline::progress::Done;
 use crate::shutdown::Shutdown;
 
 /// The longest a full buffer holds the poll loop before the assignment is paused: the most a

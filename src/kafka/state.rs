@@ -19,9 +19,10 @@ use crate::kafka::commits::{Commits, Offset};
 use crate::metrics::Metrics;
 use crate::pipeline::batch::{Batch, Batcher, Unit};
 use crate::pipeline::buffer::{Backpressure, Buffer, Flow};
-use crate::pipeline::handoff::{Done, Outcome, Report};
+use crate::pipeline::handoff::{Outcome, Report};
 use crate::pipeline::now_micros;
 use crate::pipeline::offsets::{Accept, Epoch, OffsetTracker, Start};
+use crate::pipeline::progress::Done;
 
 /// A Kafka message as the state sees it, borrowed from the client's buffers.
 #[derive(Debug, Clone, Copy)]

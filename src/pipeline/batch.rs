@@ -15,8 +15,8 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::copy;
 use crate::event::{Event, Invalid, Reject};
-use crate::pipeline::handoff::Done;
 use crate::pipeline::offsets::{Epoch, Fence};
+use crate::pipeline::progress::Done;
 
 /// Most of a rejected message kept in its dead letter; the rest is summarised by its size.
 pub const DEAD_LETTER_RAW_LIMIT: usize = 64 * 1024;

@@ -153,7 +153,7 @@ fn send(b: &mut Batcher, topic: &Arc<str>, partition: i32) -> (usize, Batch) {
 
 #[test]
 fn a_partition_moves_to_an_idle_worker_only_from_a_backlog_and_after_its_last_batch() {
-    let (doing, done) = crate::pipeline::handoff::progress(2);
+    let (doing, done) = crate::pipeline::progress::channels(2);
     let mut b = Batcher::new(2, 2, Duration::from_secs(60)).with_progress(done);
     let topic: Arc<str> = Arc::from("events");
     let (w, first) = send(&mut b, &topic, 0);
@@ -177,7 +177,7 @@ fn a_partition_moves_to_an_idle_worker_only_from_a_backlog_and_after_its_last_ba
 
 #[test]
 fn a_partition_with_nothing_at_any_worker_goes_to_the_least_busy() {
-    let (doing, done) = crate::pipeline::handoff::progress(2);
+    let (doing, done) = crate::pipeline::progress::channels(2);
     let mut b = Batcher::new(2, 2, Duration::from_secs(60)).with_progress(done);
     let topic: Arc<str> = Arc::from("events");
     let (w, first) = send(&mut b, &topic, 0);

@@ -43,16 +43,3 @@ pub type Reports = mpsc::Receiver<Report>;
 pub fn channel() -> (Reporter, Reports) {
     mpsc::channel()
 }
-
-/// How far a flush worker has got: the [`Batch::seq`](crate::pipeline::batch::Batch::seq) of
-/// the last batch it took whose transaction has ended, committed or not (0 before its first).
-/// Once its worker is gone, it stays where it was.
-pub type Done = tokio::sync::watch::Receiver<u64>;
-
-/// A worker's end of its [`Done`].
-pub type Doing = tokio::sync::watch::Sender<u64>;
-
-/// One progress a worker.
-pub fn progress(workers: usize) -> (Vec<Doing>, Vec<Done>) {
-    (0..workers).map(|_| tokio::sync::watch::channel(0)).unzip()
-}

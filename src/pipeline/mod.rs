@@ -4,6 +4,7 @@
 //! - [`offsets`]: per-partition fences, positions and epochs, and where a partition [`Start`]s.
 //! - [`batch`]: units and batches as the poll thread builds them, and their reused row buffers.
 //! - [`handoff`]: the one return path, worker → poll thread ([`Report`]).
+//! - [`progress`]: how far each flush worker has got, which lets partitions move between them.
 //! - [`buffer`]: the bounded buffer's accounting and back-pressure (hold, then pause).
 //! - [`breaker`]: the circuit breaker around PostgreSQL.
 //!
@@ -15,6 +16,7 @@ pub mod breaker;
 pub mod buffer;
 pub mod handoff;
 pub mod offsets;
+pub mod progress;
 
 /// The wall clock in Unix microseconds (0 before 1970), the unit of every event time here.
 pub fn now_micros() -> i64 {
