@@ -306,8 +306,10 @@ struct Route {
     worker: usize,
     /// Whether the partition has a unit in `worker`'s open batch: it stays there until sent.
     open: bool,
-    /// The `seq` of the last batch sent to `worker` with a unit of the partition (0: none).
-    last: u64,
+    /// The last batch sent with a unit of the partition, as (worker, `seq`); `None` before its
+    /// first. Not always `worker`'s: a unit opened at another worker may have been discarded
+    /// (revoked, fence lost) before it was sent.
+    last: Option<(usize, u64)>,
 }
 
 /// The open batch of every flush worker, and which worker each partition's units go to.
@@ -404,7 +406,7 @@ impl Batcher {
             // First seen: spread by name, as every partition was before routes moved.
             let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
             let worker = topic_hash.wrapping_add(partition as usize) % self.open.len();
-            self.routes.push(Route { topic: topic.clone(), partition, worker, open: false, last: 0 });
+            self.routes.push(Route { topic: topic.clone(), partition, worker, open: false, last: None });
             self.routes.len() - 1
         };
         self.hot = i;
@@ -412,19 +414,23 @@ impl Batcher {
         if r.open {
             return r.worker;
         }
-        let (from, last) = (r.worker, r.last);
+        let own = r.worker;
         let queued = |w: usize| self.sent[w] - self.done(w).min(self.sent[w]);
         let workers = 0..self.open.len();
-        let (to, after) = if self.done(from) >= last {
-            (workers.min_by_key(|&w| (queued(w), w != from, self.open[w].messages)).unwrap_or(from), None)
-        } else if queued(from) >= 2
-            && let Some(to) = workers.filter(|&w| queued(w) == 0).min_by_key(|&w| self.open[w].messages)
-        {
-            (to, Some((from, last)))
-        } else {
-            (from, None)
+        let (to, after) = match r.last {
+            // Its last batch has not ended: behind it in that worker's queue, unless that worker
+            // has a backlog and another has nothing to do.
+            Some((from, last)) if self.done(from) < last => {
+                match workers.filter(|&w| queued(w) == 0).min_by_key(|&w| self.open[w].messages) {
+                    Some(to) if queued(from) >= 2 => (to, Some((from, last))),
+                    _ => (from, None),
+                }
+            }
+            _ => (workers.min_by_key(|&w| (queued(w), w != own, self.open[w].messages)).unwrap_or(own), None),
         };
         if let Some((w, seq)) = after {
+            // A batch waits only on batches sent before it: no two workers wait on each other.
+            debug_assert!(w != to && seq <= self.sent[w], "a wait on a batch not sent");
             self.moves += 1;
             let after = &mut self.open[to].after;
             match after.iter_mut().find(|(aw, _)| *aw == w) {
@@ -447,11 +453,12 @@ impl Batcher {
         self.done.get(worker).map_or(self.sent[worker], |d| *d.borrow())
     }
 
-    fn closed(&mut self, topic: &Arc<str>, partition: i32, sent: Option<u64>) {
+    /// The partition's open unit is gone: sent in batch `sent` (worker, `seq`), or discarded.
+    fn closed(&mut self, topic: &Arc<str>, partition: i32, sent: Option<(usize, u64)>) {
         if let Some(r) = self.routes.iter_mut().find(|r| r.partition == partition && Arc::ptr_eq(&r.topic, topic)) {
             r.open = false;
-            if let Some(seq) = sent {
-                r.last = seq;
+            if sent.is_some() {
+                r.last = sent;
             }
         }
     }
@@ -513,7 +520,7 @@ impl Batcher {
         }
         let seq = self.sent[worker] + u64::from(!units.is_empty());
         for u in &units {
-            self.closed(&u.topic.clone(), u.partition, Some(seq));
+            self.closed(&u.topic.clone(), u.partition, Some((worker, seq)));
         }
         for u in &stale {
             self.closed(&u.topic.clone(), u.partition, None);
@@ -535,6 +542,8 @@ impl Batcher {
             open.last = 0;
             if open.units.is_empty() {
                 open.opened = None;
+                // What its units had to wait for went with them.
+                open.after.clear();
             }
             Some(unit)
         })?;
