@@ -300,3 +300,7 @@ pub(super) fn report(shared: &Shared, units: Vec<Unit>, outcome: Outcome) {
         let _ = shared.reports.send(Report { units, outcome });
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
