@@ -1,6 +1,7 @@
 //! The per-event hot path on one core: decode + validate, COPY row encoding, and both, for a
 //! typical ~420-byte event (as `aurore produce` makes them), and for the same event carrying
-//! its own id (`aurore produce --id-ratio`), which needs no derived id. Throughput is in events/s.
+//! its own id (`aurore produce --id-ratio`), which needs no derived id; and the routing of a
+//! message to its flush worker among many partitions. Throughput is in events/s.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -100,6 +101,17 @@ fn hot_path(c: &mut Criterion) {
             if batcher.is_full(0) {
                 black_box(batcher.take(0, |_| Some(aurore::pipeline::offsets::Fence::Absent)));
             }
+        })
+    });
+    // The worker of each message's partition, when every message comes from another of 1,000
+    // partitions (a topic of many partitions, each at a low rate): a lookup by partition, not a
+    // search through every partition seen.
+    let mut batcher = Batcher::new(2, 5_000, Duration::from_secs(3600));
+    let mut i = 0i32;
+    g.bench_function("route_1000_partitions", |b| {
+        b.iter(|| {
+            i = (i + 1) % 1000;
+            batcher.route(black_box(&topic), i)
         })
     });
     g.finish();

@@ -299,10 +299,8 @@ struct Open {
 }
 
 /// Where a partition's units go.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Route {
-    topic: Arc<str>,
-    partition: i32,
     worker: usize,
     /// Whether the partition has a unit in `worker`'s open batch: it stays there until sent.
     open: bool,
@@ -321,8 +319,10 @@ pub struct Batcher {
     linger: Duration,
     unit_capacity: usize,
     row_buffers: RowBuffers,
-    routes: Vec<Route>,
-    /// The route looked up last: a burst's messages mostly come a partition at a time.
+    /// Each topic's routes, by partition: a lookup per message costs the same whatever the
+    /// number of partitions.
+    routes: Vec<(Arc<str>, Vec<Route>)>,
+    /// The topic looked up last (its index in `routes`): bursts mostly come a topic at a time.
     hot: usize,
     /// Batches sent to each worker so far (the last `seq`).
     sent: Vec<u64>,
@@ -397,27 +397,30 @@ impl Batcher {
     ///   partitioner makes them so: one worker had 57 % of a 1 M backlog and spent its end
     ///   alone, README "Performance").
     pub fn route(&mut self, topic: &Arc<str>, partition: i32) -> usize {
-        let hit = |r: &Route| r.partition == partition && Arc::ptr_eq(&r.topic, topic);
-        let i = if self.routes.get(self.hot).is_some_and(hit) {
-            self.hot
-        } else if let Some(i) = self.routes.iter().position(hit) {
-            i
-        } else {
+        let p = usize::try_from(partition).expect("Kafka partitions are non-negative");
+        let t = match self.routes.get(self.hot) {
+            Some((name, _)) if Arc::ptr_eq(name, topic) => self.hot,
+            _ => self.routes.iter().position(|(name, _)| Arc::ptr_eq(name, topic)).unwrap_or_else(|| {
+                self.routes.push((topic.clone(), Vec::new()));
+                self.routes.len() - 1
+            }),
+        };
+        self.hot = t;
+        let workers = self.open.len();
+        let parts = &mut self.routes[t].1;
+        if parts.len() <= p {
             // First seen: spread by name, as every partition was before routes moved.
             let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-            let worker = topic_hash.wrapping_add(partition as usize) % self.open.len();
-            self.routes.push(Route { topic: topic.clone(), partition, worker, open: false, last: None });
-            self.routes.len() - 1
-        };
-        self.hot = i;
-        let r = &self.routes[i];
-        if r.open {
-            return r.worker;
+            let new = |q: usize| Route { worker: topic_hash.wrapping_add(q) % workers, open: false, last: None };
+            parts.extend((parts.len()..=p).map(new));
         }
-        let own = r.worker;
+        let Route { worker: own, open, last } = parts[p];
+        if open {
+            return own;
+        }
         let queued = |w: usize| self.sent[w] - self.done(w).min(self.sent[w]);
         let workers = 0..self.open.len();
-        let (to, after) = match r.last {
+        let (to, after) = match last {
             // Its last batch has not ended: behind it in that worker's queue, unless that worker
             // has a backlog and another has nothing to do.
             Some((from, last)) if self.done(from) < last => {
@@ -438,7 +441,7 @@ impl Batcher {
                 None => after.push((w, seq)),
             }
         }
-        let r = &mut self.routes[i];
+        let r = &mut self.routes[t].1[p];
         r.worker = to;
         r.open = true;
         to
@@ -455,7 +458,8 @@ impl Batcher {
 
     /// The partition's open unit is gone: sent in batch `sent` (worker, `seq`), or discarded.
     fn closed(&mut self, topic: &Arc<str>, partition: i32, sent: Option<(usize, u64)>) {
-        if let Some(r) = self.routes.iter_mut().find(|r| r.partition == partition && Arc::ptr_eq(&r.topic, topic)) {
+        let parts = self.routes.iter_mut().find(|(name, _)| Arc::ptr_eq(name, topic)).map(|(_, parts)| parts);
+        if let Some(r) = parts.and_then(|parts| parts.get_mut(usize::try_from(partition).ok()?)) {
             r.open = false;
             if sent.is_some() {
                 r.last = sent;
