@@ -295,7 +295,18 @@ struct Open {
     bytes: usize,
     opened: Option<Instant>,
     last: usize,
-    after: Vec<(usize, u64)>,
+    /// The partitions that moved here, each with the batch it must wait for.
+    after: Vec<Wait>,
+}
+
+/// A partition that moved to another worker waits for its last batch at the first:
+/// [`Batch::after`].
+#[derive(Debug)]
+struct Wait {
+    topic: Arc<str>,
+    partition: i32,
+    worker: usize,
+    seq: u64,
 }
 
 /// Where a partition's units go.
@@ -435,11 +446,7 @@ impl Batcher {
             // A batch waits only on batches sent before it: no two workers wait on each other.
             debug_assert!(w != to && seq <= self.sent[w], "a wait on a batch not sent");
             self.moves += 1;
-            let after = &mut self.open[to].after;
-            match after.iter_mut().find(|(aw, _)| *aw == w) {
-                Some(a) => a.1 = a.1.max(seq),
-                None => after.push((w, seq)),
-            }
+            self.open[to].after.push(Wait { topic: topic.clone(), partition, worker: w, seq });
         }
         let r = &mut self.routes[t].1[p];
         r.worker = to;
@@ -533,7 +540,17 @@ impl Batcher {
             return (None, stale);
         }
         self.sent[worker] = seq;
-        (Some(Batch { units, seq, after: open.after }), stale)
+        // The waits of the units sent (not of stale ones), the latest batch of each worker.
+        let mut after: Vec<(usize, u64)> = Vec::new();
+        for w in open.after {
+            if units.iter().any(|u| u.partition == w.partition && Arc::ptr_eq(&u.topic, &w.topic)) {
+                match after.iter_mut().find(|(aw, _)| *aw == w.worker) {
+                    Some(a) => a.1 = a.1.max(w.seq),
+                    None => after.push((w.worker, w.seq)),
+                }
+            }
+        }
+        (Some(Batch { units, seq, after }), stale)
     }
 
     /// Removes the open unit of a partition (revoked, or its fence was lost).
@@ -546,9 +563,9 @@ impl Batcher {
             open.last = 0;
             if open.units.is_empty() {
                 open.opened = None;
-                // What its units had to wait for went with them.
-                open.after.clear();
             }
+            // What it had to wait for goes with it.
+            open.after.retain(|w| !(w.partition == partition && &*w.topic == topic));
             Some(unit)
         })?;
         self.closed(&unit.topic.clone(), unit.partition, None);

@@ -261,23 +261,59 @@ fn row_buffers_keep_at_most_their_byte_budget() {
 struct Workers {
     doing: Vec<crate::pipeline::progress::Doing>,
     queues: Vec<std::collections::VecDeque<Batch>>,
-    /// Each partition's batches in the order sealed, as (worker, seq, ended).
+    /// Each partition's batches in the order sealed, as (worker, seq, ended), by [`Workers::key`].
     history: Vec<Vec<(usize, u64, bool)>>,
+    /// The partitions whose open unit is at another worker than their last batch.
+    moved: Vec<bool>,
+    /// How often such a unit was discarded or sealed stale: the path that once went wrong.
+    moved_then_dropped: usize,
 }
 
 impl Workers {
-    /// Seals `w`'s open batch, every unit stale if `stale`, and queues it.
-    fn seal(&mut self, b: &mut Batcher, w: usize, stale: bool) {
-        if let (Some(batch), _) = b.take(w, |_| (!stale).then_some(Fence::Absent)) {
-            for &(aw, s) in &batch.after {
-                let sent = *self.doing[aw].borrow() + self.queues[aw].len() as u64;
-                assert!(aw != w && s <= sent, "a wait on ({aw}, {s}), a batch not sent");
-            }
-            for u in &batch.units {
-                self.history[u.partition as usize].push((w, batch.seq, false));
-            }
-            self.queues[w].push_back(batch);
+    fn key(u: &Unit) -> usize {
+        usize::from(&*u.topic == "b") * 8 + u.partition as usize
+    }
+
+    /// Routes a message of `topic`'s `partition` and adds it to its worker's open batch.
+    fn message(&mut self, b: &mut Batcher, topic: &Arc<str>, partition: i32, offset: i64) -> usize {
+        let json = r#"{"service":"s","event_type":"t"}"#;
+        let w = b.route(topic, partition);
+        let unit = b.unit(w, topic, partition, 1);
+        unit.push_event(&event(json), offset, T0, uuid::Uuid::nil(), json.len());
+        let key = Self::key(unit);
+        b.add_bytes(w, json.len());
+        if self.history[key].last().is_some_and(|&(lw, _, _)| lw != w) {
+            self.moved[key] = true;
         }
+        w
+    }
+
+    /// Seals `w`'s open batch, each unit stale with a chance of 1 in `stale` (never if 0), and
+    /// queues it.
+    fn seal(&mut self, b: &mut Batcher, w: usize, rng: &mut fastrand::Rng, stale: u8) {
+        let (batch, dropped) = b.take(w, |_| (stale == 0 || rng.u8(..stale) != 0).then_some(Fence::Absent));
+        for u in &dropped {
+            self.dropped(u);
+        }
+        let Some(batch) = batch else { return };
+        for &(aw, s) in &batch.after {
+            let sent = *self.doing[aw].borrow() + self.queues[aw].len() as u64;
+            assert!(aw != w && s <= sent, "a wait on ({aw}, {s}), a batch not sent");
+            // No wait it does not need: one of its partitions' last batch is that one.
+            let needed =
+                batch.units.iter().any(|u| self.history[Self::key(u)].last().is_some_and(|&(lw, ls, _)| (lw, ls) == (aw, s)));
+            assert!(needed, "a wait on ({aw}, {s}) that none of its units needs");
+        }
+        for u in &batch.units {
+            self.history[Self::key(u)].push((w, batch.seq, false));
+            self.moved[Self::key(u)] = false;
+        }
+        self.queues[w].push_back(batch);
+    }
+
+    fn dropped(&mut self, u: &Unit) {
+        let key = Self::key(u);
+        self.moved_then_dropped += usize::from(std::mem::take(&mut self.moved[key]));
     }
 
     /// Persists the head of `w`'s queue if what it waits for has ended; whether it did.
@@ -288,7 +324,7 @@ impl Workers {
         }
         let head = self.queues[w].pop_front().unwrap();
         for u in &head.units {
-            let h = &mut self.history[u.partition as usize];
+            let h = &mut self.history[Self::key(u)];
             let at = h.iter().position(|&(hw, s, _)| (hw, s) == (w, head.seq)).unwrap();
             assert!(
                 h[..at].iter().all(|e| e.2),
@@ -304,47 +340,51 @@ impl Workers {
 }
 
 /// Random routing, filling, sealing (some units stale), discarding and persisting, with two and
-/// three workers. Every partition's batches must begin only after its earlier ones ended, and
-/// the workers must never wait on each other. It found a fault: a partition whose unit moved and
-/// was discarded before it was sent kept its old worker's `seq` as if the new one's.
+/// three workers and one or two topics. Every partition's batches must begin only after its
+/// earlier ones ended, no batch may wait on one it does not need, and the workers must never
+/// wait on each other. It found a fault: a partition whose unit moved and was then discarded
+/// before it was sent kept its old worker's `seq` as if the new one's.
 #[test]
 fn partitions_batches_run_in_order_and_no_worker_waits_forever_whatever_the_order_of_events() {
-    let json = r#"{"service":"s","event_type":"t"}"#;
-    let topic: Arc<str> = Arc::from("events");
+    let topics: [Arc<str>; 2] = [Arc::from("a"), Arc::from("b")];
     let mut rng = fastrand::Rng::with_seed(21);
-    let mut moves = 0;
+    let (mut moves, mut moved_then_dropped) = (0, 0);
     for round in 0..400 {
         let workers = 2 + round % 2;
+        let topics = &topics[..1 + round / 2 % 2];
         let partitions = rng.i32(1..6);
         let (doing, done) = crate::pipeline::progress::channels(workers);
         let mut b = Batcher::new(workers, rng.usize(1..5), Duration::from_secs(60)).with_progress(done);
         let queues = (0..workers).map(|_| Default::default()).collect();
-        let mut sim = Workers { doing, queues, history: vec![Vec::new(); partitions as usize] };
-        let mut offsets = vec![0i64; partitions as usize];
+        let mut sim = Workers { doing, queues, history: vec![Vec::new(); 16], moved: vec![false; 16], moved_then_dropped: 0 };
+        let mut offset = 0;
         for _ in 0..200 {
+            let topic = &topics[rng.usize(..topics.len())];
             match rng.u8(..10) {
                 0..=5 => {
-                    let p = rng.i32(0..partitions);
-                    let w = b.route(&topic, p);
-                    let offset = offsets[p as usize];
-                    b.unit(w, &topic, p, 1).push_event(&event(json), offset, T0, uuid::Uuid::nil(), json.len());
-                    b.add_bytes(w, json.len());
-                    offsets[p as usize] += 1;
+                    offset += 1;
+                    let w = sim.message(&mut b, topic, rng.i32(0..partitions), offset);
                     if b.is_full(w) {
-                        sim.seal(&mut b, w, rng.u8(..8) == 0);
+                        sim.seal(&mut b, w, &mut rng, 8);
                     }
                 }
-                6 => sim.seal(&mut b, rng.usize(..workers), rng.u8(..8) == 0),
-                7 => drop(b.discard(&topic, rng.i32(0..partitions))),
+                6 => sim.seal(&mut b, rng.usize(..workers), &mut rng, 8),
+                7 => {
+                    if let Some(u) = b.discard(topic, rng.i32(0..partitions)) {
+                        sim.dropped(&u);
+                    }
+                }
                 _ => drop(sim.step(rng.usize(..workers))),
             }
         }
         for w in 0..workers {
-            sim.seal(&mut b, w, false);
+            sim.seal(&mut b, w, &mut rng, 0);
         }
         while (0..workers).any(|w| sim.step(w)) {}
         assert!(sim.queues.iter().all(|q| q.is_empty()), "round {round}: workers wait on each other forever: {:?}", sim.queues);
         moves += b.moves();
+        moved_then_dropped += sim.moved_then_dropped;
     }
     assert!(moves > 100, "the rounds moved partitions {moves} times: too few to tell");
+    assert!(moved_then_dropped > 20, "a moved partition's unit was dropped {moved_then_dropped} times: too few to tell");
 }
