@@ -484,6 +484,16 @@ impl PollerState {
         self.metrics.worker_partition_moves_total.inc_by(moves - self.moves_counted);
         self.moves_counted = moves;
         let flow = self.backpressure.update(&self.buffer, breaker_open, now);
+        if flow != Flow::Fetch {
+            // Nothing more comes until batches are acknowledged (and fetching resumes only below
+            // the resume mark): a worker with nothing to do gets its open batch now rather than
+            // after the linger, and PostgreSQL does not wait on the buffer.
+            for w in 0..self.batcher.workers() {
+                if self.batcher.is_idle(w) {
+                    self.flush(w);
+                }
+            }
+        }
         self.metrics.kafka_fetch_paused.set((flow != Flow::Fetch) as i64);
         let pause = flow == Flow::Pause;
         if pause != self.paused {

@@ -230,7 +230,9 @@ fn a_full_buffer_holds_then_pauses_then_resumes_below_the_low_water_mark() {
     assign(&mut s, 2, Start::Kafka);
     let (_, cmds) = commands(&mut s, t0 + HOLD);
     assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[2])), "{cmds:?}");
-    s.completed(persisted(sent.pop().unwrap())); // 3 of 4 freed: 1 left, below 50 %
+    // Holding, the idle worker's open batch (the fourth event) went too ([`PollerState::tick`]).
+    assert_eq!(sent.iter().map(|b| b.units[0].messages).collect::<Vec<_>>(), vec![3, 1]);
+    s.completed(persisted(sent.remove(0))); // 3 of 4 freed: 1 left, below 50 %
     s.tick(t0 + HOLD * 2, false);
     assert_eq!(s.flow(), Flow::Fetch);
     let (_, cmds) = commands(&mut s, t0 + HOLD * 2);
@@ -387,7 +389,7 @@ fn review_resolved_while_back_pressure_pauses_is_resumed_when_it_ends() {
     s.resolved("events", 0, Start::Stored(9));
     let (_, cmds) = commands(&mut s, t0 + HOLD);
     assert!(matches!(&cmds[..], [Command::Seek { offset: 9, .. }]), "no resume while paused: {cmds:?}");
-    s.completed(persisted(sent.pop().unwrap()));
+    s.completed(persisted(sent.remove(0)));
     s.tick(t0 + HOLD * 2, false);
     let (_, cmds) = commands(&mut s, t0 + HOLD * 2);
     let resumed: Vec<&Command> = cmds.iter().filter(|c| matches!(c, Command::Resume(_))).collect();
@@ -682,4 +684,52 @@ fn an_event_without_a_time_of_its_own_needs_a_kafka_timestamp_in_range() {
     );
     let rows: usize = sent.iter().flat_map(|b| &b.units).map(|u| u.row_count()).sum();
     assert_eq!(rows, 2, "its own timestamp, and the last millisecond in range, are stored");
+}
+
+#[test]
+fn a_full_buffer_sends_an_idle_workers_open_batch_at_once_and_a_busy_workers_when_it_is_done() {
+    let (doing, done) = crate::pipeline::progress::channels(2);
+    let settings = Settings {
+        workers: 2,
+        batch_size: 3,
+        linger: Duration::from_secs(3600),
+        max_event_bytes: 1 << 20,
+        hold_max: HOLD,
+        progress: done,
+    };
+    let mut s = PollerState::new(settings, Arc::new(Buffer::new(6, 1 << 30, 50)), Arc::new(Metrics::new()));
+    let t0 = Instant::now();
+    s.assigned(&[("events".to_owned(), 0, Start::Stored(0)), ("events".to_owned(), 1, Start::Stored(0))]);
+    let _ = commands(&mut s, t0);
+    let sends = |s: &mut PollerState| -> Vec<(usize, Vec<i32>)> {
+        s.take_commands(t0)
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Send { worker, batch } => Some((worker, batch.units.iter().map(|u| u.partition).collect())),
+                _ => None,
+            })
+            .collect()
+    };
+    take(&mut s, 0, 0..3);
+    let first = sends(&mut s);
+    let [(busy, ref p)] = first[..] else { panic!("one full batch: {first:?}") };
+    assert_eq!(p, &[0]);
+    take(&mut s, 1, 0..1);
+    take(&mut s, 0, 3..4);
+    s.tick(t0, false);
+    assert!(sends(&mut s).is_empty(), "room left: the open batches wait for the linger");
+    assert!(!s.full());
+    // Partition 0 stays with the busy worker (its batch is not done); partition 1 went to the
+    // other, idle worker.
+    take(&mut s, 1, 1..2);
+    assert!(s.full());
+    s.tick(t0, false);
+    assert_eq!(s.flow(), Flow::Hold);
+    let idle = 1 - busy;
+    assert_eq!(sends(&mut s), vec![(idle, vec![1])], "the idle worker's open batch, not the busy one's");
+    s.tick(t0, false);
+    assert!(sends(&mut s).is_empty(), "nothing open at the idle worker, the other still busy");
+    doing[busy].send_replace(1);
+    s.tick(t0, false);
+    assert_eq!(sends(&mut s), vec![(busy, vec![0])], "done: its open batch goes too");
 }

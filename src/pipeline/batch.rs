@@ -504,6 +504,12 @@ impl Batcher {
         open.messages >= self.batch_size || open.bytes >= self.batch_bytes
     }
 
+    /// Whether `worker` has an open batch and has ended every batch sent to it: were its batch
+    /// sent now, PostgreSQL would begin it at once.
+    pub fn is_idle(&self, worker: usize) -> bool {
+        self.open[worker].opened.is_some() && self.done(worker) >= self.sent[worker]
+    }
+
     /// Whether `worker`'s batch has waited `linger`.
     pub fn is_due(&self, worker: usize, now: Instant) -> bool {
         self.open[worker].opened.is_some_and(|t| now >= t + self.linger)
