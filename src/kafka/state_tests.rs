@@ -6,13 +6,19 @@ use crate::pipeline::offsets::Fence;
 const HOLD: Duration = Duration::from_secs(1);
 
 fn state(capacity: usize) -> PollerState {
+    state_with_progress(capacity, Vec::new())
+}
+
+/// Two workers, batches of 3, a linger of an hour; `progress`: the workers' (none: every batch
+/// sent counts as done).
+fn state_with_progress(capacity: usize, progress: Vec<crate::pipeline::progress::Done>) -> PollerState {
     let settings = Settings {
         workers: 2,
         batch_size: 3,
         linger: Duration::from_secs(3600),
         max_event_bytes: 1 << 20,
         hold_max: HOLD,
-        progress: Vec::new(),
+        progress,
     };
     PollerState::new(settings, Arc::new(Buffer::new(capacity, 1 << 30, 50)), Arc::new(Metrics::new()))
 }
@@ -689,15 +695,7 @@ fn an_event_without_a_time_of_its_own_needs_a_kafka_timestamp_in_range() {
 #[test]
 fn a_full_buffer_sends_an_idle_workers_open_batch_at_once_and_a_busy_workers_when_it_is_done() {
     let (doing, done) = crate::pipeline::progress::channels(2);
-    let settings = Settings {
-        workers: 2,
-        batch_size: 3,
-        linger: Duration::from_secs(3600),
-        max_event_bytes: 1 << 20,
-        hold_max: HOLD,
-        progress: done,
-    };
-    let mut s = PollerState::new(settings, Arc::new(Buffer::new(6, 1 << 30, 50)), Arc::new(Metrics::new()));
+    let mut s = state_with_progress(6, done);
     let t0 = Instant::now();
     s.assigned(&[("events".to_owned(), 0, Start::Stored(0)), ("events".to_owned(), 1, Start::Stored(0))]);
     let _ = commands(&mut s, t0);
