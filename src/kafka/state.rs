@@ -484,10 +484,11 @@ impl PollerState {
         self.metrics.worker_partition_moves_total.inc_by(moves - self.moves_counted);
         self.moves_counted = moves;
         let flow = self.backpressure.update(&self.buffer, breaker_open, now);
-        if flow != Flow::Fetch {
-            // Nothing more comes until batches are acknowledged (and fetching resumes only below
-            // the resume mark): a worker with nothing to do gets its open batch now rather than
-            // after the linger, and PostgreSQL does not wait on the buffer.
+        if flow != Flow::Fetch && !breaker_open {
+            // The buffer is full: nothing more comes until batches are acknowledged (and fetching
+            // resumes only below the resume mark), so a worker with nothing to do gets its open
+            // batch now rather than after the linger, and PostgreSQL does not wait on the buffer.
+            // (With the breaker open, PostgreSQL is down: nothing to gain.)
             for w in 0..self.batcher.workers() {
                 if self.batcher.is_idle(w) {
                     self.flush(w);

@@ -236,7 +236,8 @@ fn a_full_buffer_holds_then_pauses_then_resumes_below_the_low_water_mark() {
     assign(&mut s, 2, Start::Kafka);
     let (_, cmds) = commands(&mut s, t0 + HOLD);
     assert!(matches!(&cmds[..], [Command::Pause(p)] if *p == parts(&[2])), "{cmds:?}");
-    // Holding, the idle worker's open batch (the fourth event) went too ([`PollerState::tick`]).
+    // Holding, the open batch (the fourth event) went too ([`PollerState::tick`]): with no
+    // progress given, every batch sent counts as done, so its worker counts as idle.
     assert_eq!(sent.iter().map(|b| b.units[0].messages).collect::<Vec<_>>(), vec![3, 1]);
     s.completed(persisted(sent.remove(0))); // 3 of 4 freed: 1 left, below 50 %
     s.tick(t0 + HOLD * 2, false);
@@ -716,6 +717,8 @@ fn a_full_buffer_sends_an_idle_workers_open_batch_at_once_and_a_busy_workers_whe
     take(&mut s, 0, 3..4);
     s.tick(t0, false);
     assert!(sends(&mut s).is_empty(), "room left: the open batches wait for the linger");
+    s.tick(t0, true);
+    assert!(sends(&mut s).is_empty(), "the breaker open (PostgreSQL down): they wait for the linger too");
     assert!(!s.full());
     // Partition 0 stays with the busy worker (its batch is not done); partition 1 went to the
     // other, idle worker.

@@ -505,7 +505,8 @@ impl Batcher {
     }
 
     /// Whether `worker` has an open batch and has ended every batch sent to it: were its batch
-    /// sent now, PostgreSQL would begin it at once.
+    /// sent now, it would begin it at once (or, if a partition of it moved there, once the
+    /// partition's last batch at its other worker ends: [`Batch::after`]).
     pub fn is_idle(&self, worker: usize) -> bool {
         self.open[worker].opened.is_some() && self.done(worker) >= self.sent[worker]
     }
