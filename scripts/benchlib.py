@@ -113,7 +113,7 @@ class Session:
     END = "--end-of-answer--"
 
     def __init__(self, db):
-        self._psql = subprocess.Popen(["psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=0", f"{PG}/{db}"],
+        self._psql = subprocess.Popen(["psql", "-X", "-q", "-tA", f"{PG}/{db}"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
 
     def value(self, sql):

@@ -429,7 +429,7 @@ impl Batcher {
         if open {
             return own;
         }
-        let queued = |w: usize| self.sent[w] - self.done(w).min(self.sent[w]);
+        let queued = |w: usize| self.queued(w);
         let workers = 0..self.open.len();
         let (to, after) = match last {
             // Its last batch has not ended: behind it in that worker's queue, unless that worker
@@ -461,6 +461,11 @@ impl Batcher {
 
     fn done(&self, worker: usize) -> u64 {
         self.done.get(worker).map_or(self.sent[worker], |d| *d.borrow())
+    }
+
+    /// Batches sent to `worker` that it has not ended.
+    fn queued(&self, worker: usize) -> u64 {
+        self.sent[worker] - self.done(worker).min(self.sent[worker])
     }
 
     /// The partition's open unit is gone: sent in batch `sent` (worker, `seq`), or discarded.
@@ -508,7 +513,7 @@ impl Batcher {
     /// sent now, it would begin it at once (or, if a partition of it moved there, once the
     /// partition's last batch at its other worker ends: [`Batch::after`]).
     pub fn is_idle(&self, worker: usize) -> bool {
-        self.open[worker].opened.is_some() && self.done(worker) >= self.sent[worker]
+        self.open[worker].opened.is_some() && self.queued(worker) == 0
     }
 
     /// Whether `worker`'s batch has waited `linger`.
